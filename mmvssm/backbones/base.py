@@ -1,0 +1,127 @@
+"""The uniform backbone API shared by Vim, VSSM, MambaOut and ARM.
+
+Plain ``nn.Module`` (no mmengine needed); mmengine's runner finds ``init_weights``
+and ``init_cfg`` on it exactly as on a ``BaseModule``.
+"""
+import copy
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from ..utils.checkpoint import (extract_state_dict, load_checkpoint_file, load_state_dict_strict,
+                                strip_prefixes)
+
+
+def resolve_arch(arch_zoo: Dict[str, dict], arch: Union[str, dict], overrides: dict,
+                 family: str) -> dict:
+    """Preset ``arch`` (a name in ``arch_zoo`` or a full dict) with non-None ``overrides`` applied."""
+    if isinstance(arch, str):
+        if arch not in arch_zoo:
+            raise KeyError(f'{family}: unknown arch {arch!r}; choose one of {sorted(arch_zoo)} '
+                           'or pass a dict of settings')
+        cfg = copy.deepcopy(arch_zoo[arch])
+    elif isinstance(arch, dict):
+        cfg = copy.deepcopy(arch)
+    else:
+        raise TypeError(f'{family}: arch must be a str or a dict, got {type(arch).__name__}')
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    return cfg
+
+
+def check_image(x: torch.Tensor, in_chans: int, min_size: int, family: str) -> None:
+    """Validate a ``(B, C, H, W)`` image batch with a clear message."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f'{family} expects a (B, C, H, W) image tensor, got {shape}')
+    if x.shape[1] != in_chans:
+        raise ValueError(f'{family} expects {in_chans} input channels, got {x.shape[1]} '
+                         f'(input shape {tuple(x.shape)})')
+    if x.shape[2] < min_size or x.shape[3] < min_size:
+        raise ValueError(f'{family}: input {x.shape[2]}x{x.shape[3]} is smaller than one patch '
+                         f'({min_size}x{min_size})')
+
+
+class BaseBackbone(nn.Module):
+    """Common API: ``forward(x) -> tuple of NCHW maps``, official-checkpoint loading, layer ids.
+
+    Subclasses define:
+        ``convert_official(state_dict) -> state_dict``: official (or timm) names -> ours;
+        ``ALLOWED_MISSING`` / ``ALLOWED_UNEXPECTED``: fnmatch patterns tolerated on load
+            (e.g. the classifier head), everything else is a hard error;
+        ``num_layers`` and ``get_layer_id(name)``: for layer-wise lr decay
+            (0 = embeddings, 1..num_layers = blocks, num_layers + 1 = everything after).
+    """
+    ALLOWED_MISSING: Sequence[str] = ()
+    ALLOWED_UNEXPECTED: Sequence[str] = ()
+
+    def __init__(self, init_cfg: Optional[dict] = None):
+        super().__init__()
+        self.init_cfg = copy.deepcopy(init_cfg)
+        self._is_init = False
+
+    @property
+    def is_init(self):
+        return self._is_init
+
+    @is_init.setter
+    def is_init(self, value):
+        self._is_init = value
+
+    # ----- checkpoint loading -------------------------------------------------------------
+    @classmethod
+    def convert_official(cls, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Official checkpoint names -> this implementation's names (identity by default)."""
+        return state_dict
+
+    def adapt_state_dict(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Instance-level fix-ups after conversion (e.g. resizing position embeddings)."""
+        return state_dict
+
+    def load_official(self, checkpoint: Union[str, dict], key: Optional[str] = None,
+                      prefix: Optional[str] = None, logger=None) -> Dict[str, list]:
+        """Load an official (classification) or mmvssm checkpoint strictly.
+
+        Args:
+            checkpoint: a path/URL, or an already loaded checkpoint object.
+            key: top-level key (``model``, ``model_ema``, ``state_dict``); auto when None.
+            prefix: keep only keys under this prefix (e.g. ``'backbone.'`` of a det/seg checkpoint).
+        """
+        source = checkpoint if isinstance(checkpoint, str) else 'checkpoint'
+        obj = load_checkpoint_file(checkpoint) if isinstance(checkpoint, str) else checkpoint
+        sd, used = extract_state_dict(obj, key)
+        if prefix:
+            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+            if not sd:
+                raise ValueError(f'{source}: no key starts with prefix {prefix!r}')
+        sd = strip_prefixes(sd)
+        sd = self.adapt_state_dict(self.convert_official(sd))
+        return load_state_dict_strict(self, sd, self.ALLOWED_MISSING, self.ALLOWED_UNEXPECTED,
+                                      source=f'{source} [{used}]', logger=logger)
+
+    def init_weights(self):
+        """Random init (``_init_weights`` of the subclass), then ``Pretrained`` loading if configured."""
+        if hasattr(self, '_init_weights'):
+            self._init_weights()
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            ckpt = cfg.get('checkpoint')
+            if not ckpt:
+                raise ValueError(f'{type(self).__name__}: init_cfg Pretrained needs a "checkpoint"')
+            self.load_official(ckpt, key=cfg.get('key'), prefix=cfg.get('prefix'))
+        elif cfg is not None and not (isinstance(cfg, dict) and cfg.get('type') in (None, 'Init')):
+            raise ValueError(f'{type(self).__name__}: unsupported init_cfg {cfg!r}; '
+                             "use dict(type='Pretrained', checkpoint=...)")
+        self._is_init = True
+
+    # ----- layer-wise lr decay ------------------------------------------------------------
+    num_layers: int = 0
+
+    def get_layer_id(self, name: str) -> int:
+        """Layer id of parameter ``name`` (relative to this backbone) for lr decay."""
+        raise NotImplementedError
+
+    # ----- memory ------------------------------------------------------------------------
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in backward (activation checkpointing, DDP-safe)."""
+        self.grad_checkpointing = enable

@@ -1,0 +1,7 @@
+"""OpenMMLab glue: registration, checkpoint compatibility, optimizer constructors, FLOPs.
+
+Imported by ``import mmvssm`` when mmengine is installed; never imports mmdet or mmseg.
+"""
+from ..utils.safe_load import allow_official_checkpoint_globals
+
+allow_official_checkpoint_globals()

@@ -1,0 +1,74 @@
+"""torch >= 2.6 ``weights_only`` loading of official and mmengine checkpoints, without disabling it.
+
+torch 2.6 made ``torch.load(weights_only=True)`` the default; mmengine 0.10.7 calls
+``torch.load`` without the argument, so checkpoints that pickle anything besides tensors
+and containers stop loading. Instead of the blanket ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``,
+we add an explicit allow-list of the harmless objects these checkpoints are known to hold:
+
+* ``argparse.Namespace`` — the ``args`` in Vim / ARM / DeiT-style checkpoints;
+* ``yacs.config.CfgNode`` — the ``config`` in VMamba checkpoints (a dict subclass; a stand-in
+  dict subclass is registered under that name when yacs is not installed);
+* mmengine's ``HistoryBuffer`` and the numpy scalar/array reconstructors — what mmengine's
+  own training checkpoints (``message_hub``, ``meta``) hold, needed for ``--resume``.
+
+Any other class is still refused by torch with an ``UnpicklingError``.
+"""
+import argparse
+
+import torch
+
+_APPLIED = False
+
+
+class CfgNodeStandIn(dict):
+    """Plain-dict stand-in for ``yacs.config.CfgNode`` when yacs is absent (keys stay readable)."""
+
+    def __setstate__(self, state):
+        self.update(state if isinstance(state, dict) else {})
+
+
+def _allow_list():
+    allowed = [argparse.Namespace]
+    try:
+        from yacs.config import CfgNode
+        allowed.append(CfgNode)
+    except ImportError:
+        allowed.append((CfgNodeStandIn, 'yacs.config.CfgNode'))
+    try:
+        from mmengine.logging.history_buffer import HistoryBuffer
+        allowed.append(HistoryBuffer)
+    except ImportError:
+        pass
+    try:
+        import numpy as np
+        allowed += [np.dtype, np.ndarray, type(np.dtype('float64')), type(np.dtype('float32')),
+                    type(np.dtype('int64')), type(np.dtype('int32')), type(np.dtype('bool'))]
+        try:
+            from numpy._core.multiarray import _reconstruct, scalar
+        except ImportError:  # numpy < 2
+            from numpy.core.multiarray import _reconstruct, scalar
+        allowed += [_reconstruct, scalar]
+    except ImportError:
+        pass
+    return allowed
+
+
+def allow_official_checkpoint_globals() -> bool:
+    """Register the allow-list with ``torch.serialization`` (idempotent).
+
+    Returns False on torch versions without ``add_safe_globals`` (< 2.4), where
+    ``weights_only`` is not the default anyway.
+    """
+    global _APPLIED
+    if _APPLIED:
+        return True
+    add = getattr(torch.serialization, 'add_safe_globals', None)
+    if add is None:
+        return False
+    for item in _allow_list():
+        try:
+            add([item])
+        except (TypeError, ValueError):  # tuple form needs torch >= 2.6
+            pass
+    _APPLIED = True
+    return True
