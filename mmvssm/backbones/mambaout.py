@@ -95,7 +95,7 @@ class MambaOut(BaseBackbone):
         self.grad_checkpointing = with_cp
 
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
-        dpr = torch.linspace(0, cfg['drop_path_rate'], sum(self.depths)).tolist()
+        dpr = torch.linspace(0, cfg['drop_path_rate'], sum(self.depths), device='cpu').tolist()
         self.stem = ConvStem(in_chans, self.dims[0], act_layer=nn.GELU, norm_layer=norm_layer)
         self.stages = nn.ModuleList()
         cur = 0
