@@ -7,6 +7,7 @@ listing every offending key.
 """
 import fnmatch
 import os
+import pickle
 from collections import OrderedDict
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
@@ -30,13 +31,21 @@ def load_checkpoint_file(filename: str, map_location='cpu'):
         raise FileNotFoundError(
             f'checkpoint not found: {filename!r}. Give an existing local path or a URL '
             '(see README, "Model zoo", for offline use).')
+    from .safe_load import allow_official_checkpoint_globals
+    allow_official_checkpoint_globals()
     try:
         from mmengine.runner.checkpoint import CheckpointLoader
     except ImportError:
-        return torch.load(filename, map_location=map_location, weights_only=True)
-    from .safe_load import allow_official_checkpoint_globals
-    allow_official_checkpoint_globals()
-    return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
+        CheckpointLoader = None
+    try:
+        if CheckpointLoader is None:
+            return torch.load(filename, map_location=map_location, weights_only=True)
+        return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
+    except pickle.UnpicklingError as e:
+        raise pickle.UnpicklingError(
+            f'{filename}: refused by torch.load(weights_only=True): it pickles an object outside '
+            "mmvssm's allow-list (see mmvssm/utils/safe_load.py). If you trust this file, extract "
+            f'its weights once with torch.load(..., weights_only=False). Original error: {e}') from e
 
 
 def _is_state_dict(obj) -> bool:

@@ -6,34 +6,25 @@ and containers stop loading. Instead of the blanket ``TORCH_FORCE_NO_WEIGHTS_ONL
 we add an explicit allow-list of the harmless objects these checkpoints are known to hold:
 
 * ``argparse.Namespace`` — the ``args`` in Vim / ARM / DeiT-style checkpoints;
-* ``yacs.config.CfgNode`` — the ``config`` in VMamba checkpoints (a dict subclass; a stand-in
-  dict subclass is registered under that name when yacs is not installed);
+* ``yacs.config.CfgNode`` — the ``config`` in VMamba checkpoints. torch's safe unpickler only
+  fills exact ``dict``/``OrderedDict`` objects (SETITEMS), so allow-listing the real class does
+  not work: the name is mapped to ``OrderedDict`` and configs load as nested ``OrderedDict``
+  whether or not yacs is installed;
 * mmengine's ``HistoryBuffer`` and the numpy scalar/array reconstructors — what mmengine's
   own training checkpoints (``message_hub``, ``meta``) hold, needed for ``--resume``.
 
 Any other class is still refused by torch with an ``UnpicklingError``.
 """
 import argparse
+from collections import OrderedDict
 
 import torch
 
 _APPLIED = False
 
 
-class CfgNodeStandIn(dict):
-    """Plain-dict stand-in for ``yacs.config.CfgNode`` when yacs is absent (keys stay readable)."""
-
-    def __setstate__(self, state):
-        self.update(state if isinstance(state, dict) else {})
-
-
 def _allow_list():
-    allowed = [argparse.Namespace]
-    try:
-        from yacs.config import CfgNode
-        allowed.append(CfgNode)
-    except ImportError:
-        allowed.append((CfgNodeStandIn, 'yacs.config.CfgNode'))
+    allowed = [argparse.Namespace, (OrderedDict, 'yacs.config.CfgNode')]
     try:
         from mmengine.logging.history_buffer import HistoryBuffer
         allowed.append(HistoryBuffer)
