@@ -1,0 +1,87 @@
+"""``cpu`` backend: the fused C++ kernel ``mmvssm._C`` (sources in ``mmvssm/ops/csrc``).
+
+Forward and backward are single OpenMP/AVX2 kernels (see the header of ``csrc/selective_scan.cpp``).
+u / delta / z are passed in their own dtype (fp32, bf16, fp16 or fp64) when they agree, and are
+converted in registers; A, B, C, D and delta_bias are passed in the compute dtype (fp32, or fp64
+for fp64 inputs). Contiguous fp32 inputs are used in place, without any copy.
+"""
+import torch
+
+from ._common import as_4d, compute_dtype, no_autocast
+
+_C = None
+_C_ERROR = None
+
+
+def load_cpu_extension():
+    """Import ``mmvssm._C``; returns ``(module or None, reason)``."""
+    global _C, _C_ERROR
+    if _C is None and _C_ERROR is None:
+        try:
+            from mmvssm import _C as ext  # noqa: N811
+            _C = ext
+        except ImportError as e:  # not built (pip install without compiler, MMVSSM_NO_EXT=1, ...)
+            _C_ERROR = f'{type(e).__name__}: {e}'
+    return _C, _C_ERROR
+
+
+def _prep(t, dtype):
+    if t is None:
+        return None
+    return t.to(dtype).contiguous()
+
+
+class SelectiveScanCpu(torch.autograd.Function):
+    """Fused C++ CPU scan; backward recomputes each chunk from states saved every K steps."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+        ext, _ = load_cpu_extension()
+        cdt = compute_dtype(u.dtype)
+        io_dtype = u.dtype if u.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16) else cdt
+        if delta.dtype != io_dtype or (z is not None and z.dtype != io_dtype):
+            io_dtype = cdt
+        uc, dc, zc = _prep(u, io_dtype), _prep(delta, io_dtype), _prep(z, io_dtype)
+        Ac, Dc, bc = _prep(A, cdt), _prep(D, cdt), _prep(delta_bias, cdt)
+        Bc, Cc = _prep(as_4d(B), cdt), _prep(as_4d(C), cdt)
+        if Bc.shape[1] != Cc.shape[1]:  # one shared, one grouped: broadcast the shared one
+            G = max(Bc.shape[1], Cc.shape[1])
+            Bc = Bc.expand(-1, G, -1, -1).contiguous()
+            Cc = Cc.expand(-1, G, -1, -1).contiguous()
+        needs_grad = any(ctx.needs_input_grad[:8])
+        with no_autocast('cpu'):
+            out, last, ckpt = ext.scan_fwd(uc, dc, Ac, Bc, Cc, Dc, zc, bc, bool(delta_softplus),
+                                           bool(return_last_state), needs_grad)
+        if needs_grad:
+            ctx.save_for_backward(uc, dc, Ac, Bc, Cc, Dc, zc, bc, ckpt)
+            ctx.meta = (delta_softplus, io_dtype, [None if t is None else (t.dtype, t.shape)
+                                                   for t in (u, delta, A, B, C, D, z, delta_bias)])
+        if out.dtype != u.dtype:
+            out = out.to(u.dtype)
+        if not return_last_state:
+            last = out.new_empty((0,), dtype=cdt)
+        ctx.mark_non_differentiable(last)
+        return out, last
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        ext, _ = load_cpu_extension()
+        uc, dc, Ac, Bc, Cc, Dc, zc, bc, ckpt = ctx.saved_tensors
+        delta_softplus, io_dtype, meta = ctx.meta
+        with no_autocast('cpu'):
+            du, ddelta, dA, dB, dC, dD, dz, dbias = ext.scan_bwd(
+                uc, dc, Ac, Bc, Cc, Dc, zc, bc, dout.to(io_dtype).contiguous(), ckpt, bool(delta_softplus))
+        grads = [du, ddelta, dA, dB, dC, dD, dz, dbias]
+        result = []
+        for i, (g, m) in enumerate(zip(grads, meta)):
+            if m is None or not ctx.needs_input_grad[i]:
+                result.append(None)
+                continue
+            dtype, shape = m
+            if i in (3, 4):  # B / C: undo the (B, 1, N, L) view or the group broadcast
+                if len(shape) == 3:
+                    g = g.sum(1)
+                elif g.shape[1] != shape[1]:
+                    g = g.sum(1, keepdim=True)
+            result.append(g.to(dtype))
+        return (*result, None, None)
