@@ -386,13 +386,6 @@ def _mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
     return polys
 
 
-def _mask_bbox(mask: np.ndarray) -> List[float]:
-    ys, xs = np.nonzero(mask)
-    x0, y0 = int(xs.min()), int(ys.min())
-    return [float(x0), float(y0), float(xs.max() - x0 + 1),
-            float(ys.max() - y0 + 1)]
-
-
 def _coco_image(rng, h: int, w: int):
     """One image and its objects: list of dict(cls, visible, full_area)."""
     img = _coco_background(rng, h, w)
@@ -460,13 +453,14 @@ def _coco_split(seed: int, split: str, num: int, img_dir: str,
                 rle = segm
             else:
                 rle = mask_utils.merge(mask_utils.frPyObjects(segm, h, w))
-            decoded = mask_utils.decode(rle)
-            area = int(decoded.sum())
+            # area / bbox of the segmentation as pycocotools rasterises it
+            area = int(mask_utils.area(rle))
             if area == 0:  # cannot happen with exact polygons; be safe
                 continue
+            bbox = [float(v) for v in mask_utils.toBbox(rle)]
             annotations.append(dict(
                 id=ann_id, image_id=image_id, category_id=o['cls'] + 1,
-                segmentation=segm, area=float(area), bbox=_mask_bbox(decoded),
+                segmentation=segm, area=float(area), bbox=bbox,
                 iscrowd=iscrowd))
             ann_id += 1
             if iscrowd:
