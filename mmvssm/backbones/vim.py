@@ -102,7 +102,7 @@ def family_guard(state_dict: Dict[str, torch.Tensor], family: str,
         hit = next((k for k in state_dict if re.search(pattern, k)), None)
         if hit is not None:
             raise CheckpointMismatchError(
-                f'this is not a {family} checkpoint: it looks like {other} (it has key {hit!r}); '
+                f'this checkpoint is not {family}: it looks like {other} (it has key {hit!r}); '
                 f'use the {other} backbone or a {family} checkpoint')
 
 
