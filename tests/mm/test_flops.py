@@ -1,0 +1,160 @@
+"""FLOP handles for the selective scan, and the published params/FLOPs of four det/seg models."""
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip('mmengine')
+
+import mmvssm  # noqa: E402,F401  (registers the handles)
+from mmvssm.mm.flops import (count_flops, flop_handles, flops_selective_scan_fn,  # noqa: E402
+                             scan_function_names)
+
+Bt, Dt, Lt, Nt = 2, 6, 10, 4
+
+
+def scan_expected(with_d=True, with_z=False, b=Bt, d=Dt, length=Lt, n=Nt):
+    return 9 * b * length * d * n + (b * d * length if with_d else 0) + \
+        (b * d * length if with_z else 0)
+
+
+def test_formula():
+    assert flops_selective_scan_fn(1, 4000, 768, 16) == 9 * 4000 * 768 * 16 + 4000 * 768
+    assert flops_selective_scan_fn(1, 5, 3, 2, with_D=False, with_Z=True) == 9 * 5 * 3 * 2 + 15
+
+
+def test_names_cover_ops_and_mamba_ssm():
+    names = scan_function_names()
+    for n in ('SelectiveScanRef', 'SelectiveScanTorch', 'SelectiveScanCpu', 'SelectiveScanCuda',
+              'SelectiveScanFn'):
+        assert n in names
+    try:
+        from mmvssm.ops import SCAN_FUNCTION_NAMES
+    except ImportError:
+        SCAN_FUNCTION_NAMES = ()
+    assert set(SCAN_FUNCTION_NAMES) <= set(names)
+    from mmengine.analysis.complexity_analysis import _DEFAULT_SUPPORTED_FLOP_OPS
+    for n in names + ('MambaInnerFn', 'CausalConv1dFn'):
+        assert f'prim::PythonOp.{n}' in _DEFAULT_SUPPORTED_FLOP_OPS
+
+
+# A stand-in with mamba-ssm's SelectiveScanFn signature (the handle must not depend on mmvssm.ops).
+class SelectiveScanFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                return_last_state=False):
+        return u * 1.0
+
+    @staticmethod
+    def backward(ctx, g):  # pragma: no cover
+        return (g,) + (None,) * 9
+
+
+class FakeScanModule(nn.Module):
+    def __init__(self, with_d, with_z, with_bias):
+        super().__init__()
+        self.with_d, self.with_z, self.with_bias = with_d, with_z, with_bias
+        self.A = nn.Parameter(torch.randn(Dt, Nt))
+        self.D = nn.Parameter(torch.ones(Dt))
+        self.bias = nn.Parameter(torch.zeros(Dt))
+
+    def forward(self, u):
+        bc = torch.randn(Bt, Nt, Lt)
+        return SelectiveScanFn.apply(u, u, self.A, bc, bc, self.D if self.with_d else None,
+                                     u if self.with_z else None,
+                                     self.bias if self.with_bias else None, True)
+
+
+@pytest.mark.parametrize('with_d,with_z,with_bias', [(True, False, True), (True, True, True),
+                                                     (False, True, True), (False, False, True),
+                                                     (False, False, False)])
+def test_scan_handle_on_stand_in(with_d, with_z, with_bias):
+    m = FakeScanModule(with_d, with_z, with_bias)
+    assert count_flops(m, (torch.randn(Bt, Dt, Lt),)) == scan_expected(with_d, with_z)
+
+
+def _ops():
+    try:
+        from mmvssm import ops
+    except ImportError as e:  # pragma: no cover - while the op package is being written
+        pytest.skip(f'mmvssm.ops not importable yet: {e}')
+    if not hasattr(ops, 'selective_scan'):  # pragma: no cover
+        pytest.skip('mmvssm.ops.selective_scan not written yet')
+    return ops
+
+
+class ScanModule(nn.Module):
+    """Calls mmvssm's public ``selective_scan`` the way the mixers do."""
+
+    def __init__(self, with_z, grouped=False):
+        super().__init__()
+        self.with_z, self.grouped = with_z, grouped
+        self.A_log = nn.Parameter(torch.zeros(Dt, Nt))
+        self.D = nn.Parameter(torch.ones(Dt))
+        self.dt_bias = nn.Parameter(torch.zeros(Dt))
+
+    def forward(self, u):
+        shape = (Bt, 2, Nt, Lt) if self.grouped else (Bt, Nt, Lt)
+        bs = torch.ones(shape) * 0.1
+        cs = torch.ones(shape) * 0.2
+        return _ops().selective_scan(u, u, -torch.exp(self.A_log), bs, cs, D=self.D,
+                                     z=u if self.with_z else None, delta_bias=self.dt_bias,
+                                     delta_softplus=True)
+
+
+@pytest.mark.parametrize('with_z,grouped', [(False, False), (True, False), (False, True)])
+def test_scan_handle_on_mmvssm_selective_scan(with_z, grouped):
+    _ops()
+    m = ScanModule(with_z, grouped)
+    assert count_flops(m, (torch.randn(Bt, Dt, Lt),)) == scan_expected(True, with_z)
+
+
+def test_stock_get_model_complexity_info_counts_the_scan():
+    from mmengine.analysis import get_model_complexity_info
+    m = FakeScanModule(True, True, True)
+    out = get_model_complexity_info(m, inputs=(torch.randn(Bt, Dt, Lt),), show_table=False,
+                                    show_arch=False)
+    assert out['flops'] == scan_expected(True, True)
+
+
+class MambaInnerFn(torch.autograd.Function):
+    """Stand-in with mamba-ssm's MambaInnerFn signature."""
+
+    @staticmethod
+    def forward(ctx, xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight,
+                out_proj_weight, out_proj_bias, A, B=None, C=None, D=None, delta_bias=None,
+                B_proj_bias=None, C_proj_bias=None, delta_softplus=True, checkpoint_lvl=1):
+        return xz[:, :out_proj_weight.shape[0]].transpose(1, 2) * 1.0
+
+    @staticmethod
+    def backward(ctx, g):  # pragma: no cover
+        return (None,) * 16
+
+
+def test_mamba_inner_handle():
+    di, r, n, w, dm = 8, 2, 4, 4, 3
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv_w = nn.Parameter(torch.randn(di, 1, w))
+            self.conv_b = nn.Parameter(torch.randn(di))
+            self.x_proj = nn.Parameter(torch.randn(r + 2 * n, di))
+            self.dt_proj = nn.Parameter(torch.randn(di, r))
+            self.out_proj = nn.Parameter(torch.randn(dm, di))
+            self.A = nn.Parameter(torch.randn(di, n))
+            self.D = nn.Parameter(torch.randn(di))
+
+        def forward(self, xz):
+            return MambaInnerFn.apply(xz, self.conv_w, self.conv_b, self.x_proj, self.dt_proj,
+                                      self.out_proj, None, self.A, None, None, self.D, None, None,
+                                      None, True)
+
+    b, length = 2, 5
+    expected = (b * di * length * w + b * length * di * (r + 2 * n) + b * length * di * r
+                + scan_expected(True, True, b, di, length, n) + b * length * di * dm)
+    assert count_flops(M(), (torch.randn(b, 2 * di, length),)) == expected
+
+
+def test_handles_table():
+    h = flop_handles()
+    assert h['aten::silu'] is None and h['prim::PythonOp.SelectiveScanFn'] is not None
