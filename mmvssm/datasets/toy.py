@@ -57,8 +57,9 @@ ADE toy (semantic segmentation), :data:`ADE_TOY_CLASSES`, label PNG values
 
     * 0 ``other``: walls, buildings (with windows), dirt / sand ground;
     * 1 ``sky``: vertical gradient band above a tilted horizon, clouds; 25% grey
-      (overcast);
-    * 2 ``grass``: green, vertically streaked high-frequency texture;
+      (overcast), 10% dusk (blue to orange);
+    * 2 ``grass``: green to yellow (dry), vertically streaked high-frequency
+      texture (dirt: brownish, isotropic grain);
     * 3 ``road``: grey asphalt trapezoid towards a vanishing point, dashed
       lane mark;
     * 4 ``car``: rounded body + cabin + windows + dark wheels, any colour,
@@ -558,10 +559,14 @@ def _paint(img, lab, mask, colour, label: int, rng=None, noise: float = 0.0):
 
 
 def _ade_sky(rng, h, w, yy, hy) -> np.ndarray:
-    if rng.random() < 0.25:  # overcast
+    kind = rng.random()
+    if kind < 0.25:  # overcast
         hue = rng.uniform(0, 180)
         top = _hsv(hue, rng.uniform(0, 35), rng.uniform(110, 220))
         bottom = _hsv(hue, rng.uniform(0, 25), rng.uniform(170, 250))
+    elif kind < 0.35:  # dusk
+        top = _hsv(rng.uniform(110, 140), rng.uniform(60, 200), rng.uniform(60, 160))
+        bottom = _hsv(rng.uniform(5, 25), rng.uniform(100, 230), rng.uniform(170, 255))
     else:
         hue = rng.uniform(95, 125)
         top = _hsv(hue, rng.uniform(90, 230), rng.uniform(150, 255))
@@ -587,7 +592,7 @@ def _ade_other_texture(rng, h, w, yy, xx) -> np.ndarray:
 
 
 def _ade_grass(rng, h, w) -> np.ndarray:
-    colour = _hsv(rng.uniform(35, 75), rng.uniform(70, 230), rng.uniform(60, 200))
+    colour = _hsv(rng.uniform(25, 80), rng.uniform(70, 230), rng.uniform(60, 200))
     streak = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32),
                               (1, 7), 0, sigmaY=2.0)
     img = colour + rng.uniform(60, 110) * streak[..., None]

@@ -211,9 +211,9 @@ def test_mmdet_coco_dataset_and_metric(toy_root):
     import torch
     from mmdet.datasets import CocoDataset
     from mmdet.evaluation import CocoMetric
-    from mmdet.utils import register_all_modules
+    from mmengine.registry import init_default_scope
     from pycocotools import mask as mask_utils
-    register_all_modules()
+    init_default_scope('mmdet')  # transforms by name, without importing mmdet.models
 
     data_root = toy_root['coco']['data_root']
     test_pipeline = [
@@ -308,10 +308,11 @@ def test_mmseg_ade_dataset_and_metric(toy_root):
     from mmseg.datasets import ADE20KDataset
     from mmseg.evaluation import IoUMetric
     from mmseg.structures import SegDataSample
-    from mmseg.utils import register_all_modules
-    register_all_modules()
-    from mmvssm.datasets.ade_toy import ToyADE20KDataset
+    from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
+
+    from mmvssm.datasets.ade_toy import ToyADE20KDataset
+    init_default_scope('mmseg')  # transforms by name, without importing mmseg.models
     assert DATASETS.get('ToyADE20KDataset') is ToyADE20KDataset
 
     kw = dict(data_root=toy_root['ade']['data_root'],
