@@ -193,6 +193,24 @@ def test_out_indices_and_drop_path_schedule():
     assert blocks[-1].drop_path.drop_prob == pytest.approx(0.3)
 
 
+def test_one_grouped_scan_call_per_block(monkeypatch):
+    import mmvssm.layers.ss2d as ss2d_mod
+    calls = []
+    real = ss2d_mod.selective_scan
+
+    def counting(u, delta, A, B, C, *args, **kwargs):
+        calls.append((tuple(u.shape), tuple(B.shape), tuple(C.shape)))
+        return real(u, delta, A, B, C, *args, **kwargs)
+
+    monkeypatch.setattr(ss2d_mod, 'selective_scan', counting)
+    model = VSSM(SMALL_ARCHS['v2'])
+    with torch.no_grad():
+        model(torch.randn(2, 3, 24, 40))
+    assert len(calls) == sum(model.depths)
+    u, b, c = calls[0]  # stage 0: 6 x 10 tokens, d_inner = 8 (ssm_ratio 1), d_state 2
+    assert u == (2, 4 * 8, 60) and b == c == (2, 4, 2, 60)
+
+
 def test_official_init():
     torch.manual_seed(0)
     model = VSSM(dict(SMALL_ARCHS['v0'], d_state=4))
