@@ -200,3 +200,25 @@ def test_wrong_checkpoint_family_and_size():
         model.load_official(deeper)
     # an mmvssm (timm-named) state dict, e.g. from a det checkpoint's backbone, loads strictly
     model.load_official({'backbone.' + k: v for k, v in MambaOut(TINY).state_dict().items()})
+
+
+def test_init_cfg_pretrained_loads_official_flat_file(tmp_path):
+    """An official-style flat file (``downsample_layers``/``stages.s.b``/``norm``/``head``) via init_cfg."""
+    src = MambaOut(TINY, out_norm=False)
+    official = {}
+    for k, v in src.state_dict().items():
+        k = k.replace('stem.', 'downsample_layers.0.')
+        parts = k.split('.')
+        if parts[0] == 'stages' and parts[2] == 'downsample':
+            k = '.'.join(['downsample_layers', parts[1]] + parts[3:])
+        elif parts[0] == 'stages':
+            k = '.'.join(['stages', parts[1]] + parts[3:])
+        official[k] = v
+    official.update({'norm.weight': torch.ones(32), 'head.fc2.weight': torch.zeros(10, 128)})
+    path = tmp_path / 'mambaout_official.pth'
+    torch.save(official, path)
+    model = MambaOut(TINY, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v)
+    assert (model.out_norms[0].weight == 1).all()
