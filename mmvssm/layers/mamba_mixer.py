@@ -29,6 +29,7 @@ the official code holds out a patch token instead of the cls token (``L//2 != M/
 square grids work; here the real cls index and the real ``H``, ``W`` are used.
 """
 import math
+from functools import lru_cache
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -38,6 +39,15 @@ from torch import nn
 from ..ops import selective_scan
 
 DIRECTION_SUFFIX = {'row': '', 'row_rev': '_b', 'col': '_c', 'col_rev': '_c_b'}
+
+
+@lru_cache(maxsize=256)
+def _order(direction: str, hw: Optional[Tuple[int, int]], seq_len: int,
+           cls_index: Optional[int], device: torch.device
+           ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """``(idx, inverse)`` for a direction (cached per shape and device); None for ``row``."""
+    idx = _order_index(direction, hw, seq_len, cls_index, device)
+    return None if idx is None else (idx, torch.argsort(idx))
 
 
 def _order_index(direction: str, hw: Optional[Tuple[int, int]], seq_len: int,
@@ -153,8 +163,9 @@ class MambaMixer(nn.Module):
         b, seq_len, _ = x.shape
         k, di, n, r = len(self.directions), self.d_inner, self.d_state, self.dt_rank
         xz = self.in_proj(x).transpose(1, 2)  # (B, 2*Di, L)
-        orders = [_order_index(d, hw, seq_len, cls_index, x.device) for d in self.directions]
-        xs = torch.stack([xz if o is None else xz.index_select(-1, o) for o in orders], dim=1)
+        hw = None if hw is None else (int(hw[0]), int(hw[1]))
+        orders = [_order(d, hw, seq_len, cls_index, x.device) for d in self.directions]
+        xs = torch.stack([xz if o is None else xz.index_select(-1, o[0]) for o in orders], dim=1)
         u, z = xs.chunk(2, dim=2)  # (B, K, Di, L) each
         branches = [self._branch(d) for d in self.directions]
         conv_w = torch.cat([br[0].weight for br in branches], 0)
@@ -177,7 +188,7 @@ class MambaMixer(nn.Module):
         y = y.view(b, k, di, seq_len)
         out = None
         for i, o in enumerate(orders):
-            yi = y[:, i] if o is None else y[:, i].index_select(-1, torch.argsort(o))
+            yi = y[:, i] if o is None else y[:, i].index_select(-1, o[1])
             out = yi if out is None else out + yi
         if self.divide_out:
             out = out / k
