@@ -192,7 +192,7 @@ def test_arm():
 
 def test_vssm():
     VSSM = backbone_cls('vssm', 'VSSM')
-    bb = VSSM(arch='tiny_s1l8', depths=[1, 1, 2, 1], dims=16)
+    bb = VSSM(arch='tiny', depths=[1, 1, 2, 1], dims=16)
     model = Detector(bb)
     t = by_name(build(model))
     check_coverage(model, t)
