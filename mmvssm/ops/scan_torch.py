@@ -1,0 +1,258 @@
+"""``torch`` backend: a pure-PyTorch chunked two-level selective scan (used when ``mmvssm._C`` is missing).
+
+The sequence (length L, padded to C chunks of T steps with identity steps delta = 0 *after* softplus) is
+scanned in three passes, each vectorized over all chunks at once:
+
+1. local scan of every chunk from a zero state -> chunk-end states ``h_end``;
+2. sequential carry over the C chunks: ``H_in[c + 1] = P[c] * H_in[c] + h_end[c]`` with
+   ``P[c] = exp(A * sum(delta over chunk c))`` (a product of decays <= 1: nothing positive is ever
+   exponentiated for A <= 0, unlike cumsum/divide tricks);
+3. re-scan every chunk from its entry state ``H_in[c]``, emitting ``y_t = C_t . h_t``.
+
+Python steps: ~2T + C instead of L. Only decays are multiplied, so it is as stable as the sequential scan.
+The backward pass is analytic (same two-level structure in reverse), recomputing states slab by slab so
+that memory stays bounded. Per-step tensors have the layout (B, G, D/G, C, N).
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ._common import as_4d, compute_dtype, no_autocast
+
+# Per-array memory budget (bytes) under which exp(delta A) and delta u B are precomputed for all steps.
+_PRECOMPUTE_BYTES = 96 * 2 ** 20
+# Memory budget (bytes) for the states kept by one backward slab.
+_SLAB_BYTES = 128 * 2 ** 20
+
+
+def chunk_length(L, parallel):
+    """Chunk length T for a sequence of length L; ``parallel`` = B * D * N elements per step and chunk."""
+    if L <= 64:
+        return max(L, 1)
+    T = 2 ** int(round(math.log2(math.sqrt(L / 2))))
+    T = min(max(T, 16), 256)
+    while T > 16 and parallel * math.ceil(L / T) < 65536:
+        T //= 2
+    return T
+
+
+class _Layout:
+    """Time-major chunked views of the inputs (all in the compute dtype)."""
+
+    def __init__(self, u, dt, A, B, C, T):
+        self.Bsz, self.D, self.L = u.shape
+        self.G, self.N = B.shape[1], A.shape[1]
+        self.Dg = self.D // self.G
+        self.T = T
+        self.C = math.ceil(self.L / T)
+        self.Lp = self.C * T
+        pad = self.Lp - self.L
+        if pad:
+            u, dt = F.pad(u, (0, pad)), F.pad(dt, (0, pad))
+            B, C = F.pad(B, (0, pad)), F.pad(C, (0, pad))
+        shp = (self.Bsz, self.G, self.Dg, self.C, T)
+        # (T, B, G, Dg, C)
+        self.dt = dt.reshape(shp).permute(4, 0, 1, 2, 3).contiguous()
+        self.u = u.reshape(shp).permute(4, 0, 1, 2, 3).contiguous()
+        self.du = self.dt * self.u
+        # (T, B, G, 1, C, N)
+        bshp = (self.Bsz, self.G, self.N, self.C, T)
+        self.B = B.reshape(bshp).permute(4, 0, 1, 3, 2).unsqueeze(3).contiguous()
+        self.Cm = C.reshape(bshp).permute(4, 0, 1, 3, 2).unsqueeze(3).contiguous()
+        self.A = A.reshape(self.G, self.Dg, 1, self.N)  # broadcasts against (B, G, Dg, C, N)
+        nbytes = self.dt.numel() * self.N * self.dt.element_size()
+        self.a_all = self.b_all = None
+        if nbytes <= _PRECOMPUTE_BYTES:
+            self.a_all = torch.exp(self.dt.unsqueeze(-1) * self.A)
+            self.b_all = self.du.unsqueeze(-1) * self.B
+
+    def a(self, t, sl=slice(None)):
+        if self.a_all is not None:
+            return self.a_all[t][..., sl, :]
+        return torch.exp(self.dt[t][..., sl].unsqueeze(-1) * self.A)
+
+    def b(self, t, sl=slice(None)):
+        if self.b_all is not None:
+            return self.b_all[t][..., sl, :]
+        return self.du[t][..., sl].unsqueeze(-1) * self.B[t][..., sl, :]
+
+    def chunk_decay(self):
+        """P[c] = exp(A * sum of delta over chunk c), (B, G, Dg, C, N)."""
+        return torch.exp(self.dt.sum(0).unsqueeze(-1) * self.A)
+
+    def to_bdl(self, x):
+        """(T, B, G, Dg, C) -> (B, D, L)."""
+        return x.permute(1, 2, 3, 4, 0).reshape(self.Bsz, self.D, self.Lp)[..., :self.L]
+
+    def to_bgnl(self, x):
+        """(T, B, G, C, N) -> (B, G, N, L)."""
+        return x.permute(1, 2, 4, 3, 0).reshape(self.Bsz, self.G, self.N, self.Lp)[..., :self.L]
+
+
+def _carry(P, h_end):
+    """Entry state of every chunk: H_in[0] = 0, H_in[c + 1] = P[c] H_in[c] + h_end[c] (chunk dim 3)."""
+    Pc, hc = P.movedim(3, 0), h_end.movedim(3, 0)
+    H = torch.zeros_like(hc[0])
+    out = torch.empty_like(hc)
+    for c in range(hc.shape[0]):
+        out[c] = H
+        H = torch.addcmul(hc[c], Pc[c], H)
+    return out.movedim(0, 3), H
+
+
+def _forward(lay, need_y=True):
+    """Returns y (T, B, G, Dg, C), last state (B, G, Dg, N), entry states H_in (B, G, Dg, C, N)."""
+    shape = (lay.Bsz, lay.G, lay.Dg, lay.C, lay.N)
+    if lay.C > 1:
+        h = torch.zeros(shape, dtype=lay.dt.dtype, device=lay.dt.device)
+        for t in range(lay.T):
+            h.mul_(lay.a(t)).add_(lay.b(t))
+        H_in, _ = _carry(lay.chunk_decay(), h)
+    else:
+        H_in = torch.zeros(shape, dtype=lay.dt.dtype, device=lay.dt.device)
+    h = H_in.clone()
+    y = torch.empty((lay.T,) + shape[:-1], dtype=h.dtype, device=h.device)
+    for t in range(lay.T):
+        h.mul_(lay.a(t)).add_(lay.b(t))
+        if lay.N == 1:
+            torch.mul(h[..., 0], lay.Cm[t][..., 0], out=y[t])
+        else:
+            torch.linalg.vecdot(h, lay.Cm[t], out=y[t])
+    return y, h[:, :, :, -1], H_in
+
+
+def _delta(delta, delta_bias, softplus):
+    if delta_bias is not None:
+        delta = delta + delta_bias[:, None]
+    return F.softplus(delta) if softplus else delta
+
+
+class SelectiveScanTorch(torch.autograd.Function):
+    """Chunked two-level scan in pure PyTorch with an analytic chunked backward."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+        cdt = compute_dtype(u.dtype)
+        with torch.no_grad(), no_autocast(u.device.type):
+            uc, dc, Ac = u.to(cdt), delta.to(cdt), A.to(cdt)
+            Bc, Cc = as_4d(B).to(cdt), as_4d(C).to(cdt)
+            if Bc.shape[1] != Cc.shape[1]:
+                G = max(Bc.shape[1], Cc.shape[1])
+                Bc, Cc = Bc.expand(-1, G, -1, -1), Cc.expand(-1, G, -1, -1)
+            Dc = None if D is None else D.to(cdt)
+            bc = None if delta_bias is None else delta_bias.to(cdt)
+            zc = None if z is None else z.to(cdt)
+            dt = _delta(dc, bc, delta_softplus)
+            T = chunk_length(uc.shape[2], uc.shape[0] * uc.shape[1] * Ac.shape[1])
+            lay = _Layout(uc, dt, Ac, Bc, Cc, T)
+            y, last, H_in = _forward(lay)
+            y = lay.to_bdl(y)
+            if Dc is not None:
+                y = y + uc * Dc[:, None]
+            out = y if zc is None else y * F.silu(zc)
+            last = last.reshape(uc.shape[0], uc.shape[1], Ac.shape[1])
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, H_in, y if z is not None else None)
+        ctx.delta_softplus = delta_softplus
+        ctx.T = T
+        ctx.mark_non_differentiable(last)
+        return out.to(u.dtype), last
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        u, delta, A, B, C, D, z, delta_bias, H_in, y = ctx.saved_tensors
+        cdt = compute_dtype(u.dtype)
+        with torch.no_grad(), no_autocast(u.device.type):
+            grads = _backward(u.to(cdt), delta.to(cdt), A.to(cdt), as_4d(B).to(cdt), as_4d(C).to(cdt),
+                              None if D is None else D.to(cdt), None if z is None else z.to(cdt),
+                              None if delta_bias is None else delta_bias.to(cdt), ctx.delta_softplus,
+                              dout.to(cdt), H_in, y, ctx.T)
+        du, ddelta, dA, dB, dC, dD, dz, dbias = grads
+        if B.dim() == 3:
+            dB = dB.sum(1)
+        elif dB.shape[1] != B.shape[1]:
+            dB = dB.sum(1, keepdim=True)
+        if C.dim() == 3:
+            dC = dC.sum(1)
+        elif dC.shape[1] != C.shape[1]:
+            dC = dC.sum(1, keepdim=True)
+        res = []
+        for g, orig in zip((du, ddelta, dA, dB, dC, dD, dz, dbias), (u, delta, A, B, C, D, z, delta_bias)):
+            res.append(None if orig is None or g is None else g.to(orig.dtype))
+        return (*res, None, None)
+
+
+def _backward(u, delta, A, B, C, D, z, delta_bias, softplus, dout, H_in, y, T):
+    if B.shape[1] != C.shape[1]:
+        G = max(B.shape[1], C.shape[1])
+        B, C = B.expand(-1, G, -1, -1), C.expand(-1, G, -1, -1)
+    raw = delta if delta_bias is None else delta + delta_bias[:, None]
+    dt = F.softplus(raw) if softplus else raw
+    dz = None
+    if z is not None:
+        sz = torch.sigmoid(z)
+        dz = dout * y * sz * (1 + z * (1 - sz))
+        dy = dout * (z * sz)
+    else:
+        dy = dout
+    dD = None if D is None else (dy * u).sum((0, 2))
+    lay = _Layout(u, dt, A, B, C, T)
+    Bsz, G, Dg, Cn, N = lay.Bsz, lay.G, lay.Dg, lay.C, lay.N
+    Lp = lay.Lp
+    dy_t = F.pad(dy, (0, Lp - lay.L)).reshape(Bsz, G, Dg, Cn, T).permute(4, 0, 1, 2, 3).contiguous()
+
+    # reverse pass 1: local reverse scan of every chunk with zero carry -> g_start = a_s * dh_s
+    if Cn > 1:
+        g = torch.zeros((Bsz, G, Dg, Cn, N), dtype=u.dtype, device=u.device)
+        for t in range(T - 1, -1, -1):
+            g.add_(dy_t[t].unsqueeze(-1) * lay.Cm[t]).mul_(lay.a(t))
+        # carry from the right: Gc[C-1] = 0, Gc[c-1] = g_start[c] + P[c] Gc[c]
+        P = lay.chunk_decay()
+        Pr, gr = P.flip(3).movedim(3, 0), g.flip(3).movedim(3, 0)
+        Gr = torch.empty_like(gr)
+        acc = torch.zeros_like(gr[0])
+        for c in range(Cn):
+            Gr[c] = acc
+            acc = torch.addcmul(gr[c], Pr[c], acc)
+        Gcar = Gr.movedim(0, 3).flip(3)
+    else:
+        Gcar = torch.zeros((Bsz, G, Dg, Cn, N), dtype=u.dtype, device=u.device)
+
+    ddt_t = torch.empty_like(lay.dt)
+    du_t = torch.empty_like(lay.dt)
+    dB_t = torch.empty((T, Bsz, G, Cn, N), dtype=u.dtype, device=u.device)
+    dC_t = torch.empty_like(dB_t)
+    dA_acc = torch.zeros((Bsz, G, Dg, Cn, N), dtype=u.dtype, device=u.device)
+    per_chunk = T * Bsz * G * Dg * N * u.element_size()
+    slab = max(1, min(Cn, _SLAB_BYTES // max(per_chunk, 1)))
+    A5 = lay.A
+    for c0 in range(0, Cn, slab):
+        sl = slice(c0, min(Cn, c0 + slab))
+        h = H_in[:, :, :, sl]
+        hs = []
+        for t in range(T):
+            h = torch.addcmul(lay.b(t, sl), lay.a(t, sl), h)
+            hs.append(h)
+        gcar = Gcar[:, :, :, sl]
+        for t in range(T - 1, -1, -1):
+            a = lay.a(t, sl)
+            dyt = dy_t[t][..., sl].unsqueeze(-1)
+            dh = torch.addcmul(gcar, dyt, lay.Cm[t][..., sl, :])
+            hprev = hs[t - 1] if t > 0 else H_in[:, :, :, sl]
+            dC_t[t][..., sl, :] = (dyt * hs[t]).sum(2)
+            dB_t[t][..., sl, :] = (dh * lay.du[t][..., sl].unsqueeze(-1)).sum(2)
+            s = torch.linalg.vecdot(dh, lay.B[t][..., sl, :])
+            w = dh * hprev * a
+            ddt_t[t][..., sl] = s * lay.u[t][..., sl] + torch.linalg.vecdot(w, A5.expand_as(w))
+            du_t[t][..., sl] = s * lay.dt[t][..., sl]
+            dA_acc[:, :, :, sl].addcmul_(w, lay.dt[t][..., sl].unsqueeze(-1))
+            gcar = a * dh
+    du = lay.to_bdl(du_t)
+    if D is not None:
+        du = du + dy * D[:, None]
+    ddelta = lay.to_bdl(ddt_t)
+    if softplus:
+        ddelta = ddelta * torch.sigmoid(raw)
+    dbias = None if delta_bias is None else ddelta.sum((0, 2))
+    dA = dA_acc.sum((0, 3)).reshape(G * Dg, N)
+    return du, ddelta, dA, lay.to_bgnl(dB_t), lay.to_bgnl(dC_t), dD, dz, dbias
