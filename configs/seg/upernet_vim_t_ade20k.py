@@ -1,0 +1,37 @@
+# UperNet 160k, ADE20K 512x512, Vim-Ti.
+# Published (research/anchors.md §1.6, paper Tab. 2): 41.0 mIoU (single scale), 13M params.
+# Model as Vim's segmentation code (anchors §1.4): the maps of blocks 5/11/17/23, the mixer
+# output (``feature_source='hidden'``, the official ``use_residual_as_feature=False`` of the
+# Vim-T config), the ``fpn1..fpn4`` deconvolution pyramid (``DeconvPyramid``, norm = the heads'
+# ``norm_cfg``, SyncBN as official), UPerHead with 192 channels (not the usual 512: that is why
+# the model has 13M parameters), auxiliary FCNHead on level 3, drop path 0.1.
+# Recipe: the paper's (App. B): AdamW lr 6e-5, weight decay 0.01, batch 16, 160k iterations,
+# warm-up 1500 -- which is configs/_base_/seg/upernet_160k_ade20k.py -- plus the layer-wise lr
+# decay of the released config (0.92 for Ti; here applied to the Mamba blocks, which the official
+# constructor missed, anchors §1.4).
+# Deviations (and why): the released scripts differ from the paper (60k iterations, batch 32,
+# lr 2e-4 / wd 0.1, sliding-window test): the 160k paper recipe is the one with a published
+# number. Test: whole image at its real aspect ratio (Resize 2048x512 keep_ratio) instead of
+# 512x512 sliding windows: the backbone resizes its position embeddings online, so any size
+# works.
+_base_ = ['../_base_/seg/upernet_160k_ade20k.py']
+
+checkpoint = 'https://huggingface.co/hustvl/Vim-tiny-midclstok/resolve/main/vim_t_midclstok_76p1acc.pth'  # noqa
+embed_dim = 192
+model = dict(
+    backbone=dict(
+        type='Vim',
+        arch='tiny',
+        out_indices=(5, 11, 17, 23),
+        feature_source='hidden',
+        drop_path_rate=0.1,
+        with_cp=False,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+    neck=dict(type='DeconvPyramid', in_channels=embed_dim,
+              norm_cfg={{_base_.norm_cfg}}),
+    decode_head=dict(in_channels=[embed_dim] * 4, channels=embed_dim),
+    auxiliary_head=dict(in_channels=embed_dim))
+
+optim_wrapper = dict(
+    constructor='MambaLayerDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(_delete_=True, layer_decay_rate=0.92))

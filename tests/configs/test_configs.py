@@ -1,0 +1,183 @@
+"""Every config in configs/det and configs/seg: loads, carries the published recipe, has no stale
+keys, builds (without downloading weights) and runs a training step and an inference pass on CPU.
+
+The build-and-run test uses the full models (no depth reduction) on small inputs (det 120x152,
+seg 2 x 96x120: sizes that are not multiples of the stride, so the backbones' internal padding
+and the online position-embedding resize are exercised); only the seg data preprocessor's
+training pad size is reduced from 512x512 to the input size.
+"""
+import glob
+import inspect
+import os
+import os.path as osp
+import time
+
+import pytest
+import torch
+
+from mm_helpers import build_model, det_batch, load_config, seg_batch, train_and_predict
+
+pytest.importorskip('mmdet')
+pytest.importorskip('mmseg')
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIG_DIR = osp.join(ROOT, 'configs')
+
+
+def _configs(task):
+    return sorted(osp.relpath(p, CONFIG_DIR)
+                  for p in glob.glob(osp.join(CONFIG_DIR, task, '*.py')))
+
+
+DET = _configs('det')
+SEG = _configs('seg')
+ALL = DET + SEG
+FAMILIES = {'vim': 'Vim', 'vssm': 'VSSM', 'mambaout': 'MambaOut', 'arm': 'ARM'}
+
+# The published recipe of each config (research/anchors.md): optimizer lr / weight decay,
+# layer-wise lr decay (None: none), drop path, images per GPU (x 8 GPUs = 16), epochs or
+# iterations, and the backbone arch.
+_DET_1X = dict(lr=1e-4, wd=0.05, ld=None, batch=2, epochs=12)
+_SEG_VSSM = dict(lr=6e-5, wd=0.01, ld=None, batch=2, iters=160000)
+RECIPES = {
+    'det/mask_rcnn_vssm_t_fpn_1x_coco.py': dict(_DET_1X, dp=0.2, arch='tiny'),
+    'det/mask_rcnn_vssm_s_fpn_1x_coco.py': dict(_DET_1X, dp=0.3, arch='small'),
+    'det/mask_rcnn_vssm_b_fpn_1x_coco.py': dict(_DET_1X, dp=0.6, arch='base'),
+    'det/mask_rcnn_vssm_t_fpn_ms_3x_coco.py': dict(_DET_1X, dp=0.2, arch='tiny', epochs=36),
+    'det/mask_rcnn_vssm_s_fpn_ms_3x_coco.py': dict(_DET_1X, dp=0.3, arch='small', epochs=36),
+    'det/mask_rcnn_mambaout_t_fpn_1x_coco.py': dict(_DET_1X, dp=0.3, arch='tiny'),
+    'det/mask_rcnn_mambaout_s_fpn_1x_coco.py': dict(_DET_1X, dp=0.4, arch='small'),
+    'det/mask_rcnn_mambaout_b_fpn_1x_coco.py': dict(_DET_1X, dp=0.6, arch='base'),
+    'det/mask_rcnn_vim_t_fpn_1x_coco.py': dict(_DET_1X, wd=0.1, ld=0.837, dp=0.1, arch='tiny'),
+    'det/mask_rcnn_vim_s_fpn_1x_coco.py': dict(_DET_1X, wd=0.1, ld=0.837, dp=0.1, arch='small'),
+    'det/mask_rcnn_arm_b_fpn_1x_coco.py': dict(_DET_1X, wd=0.1, ld=0.7, dp=0.1, arch='base'),
+    'seg/upernet_vssm_t_ade20k.py': dict(_SEG_VSSM, dp=0.2, arch='tiny'),
+    'seg/upernet_vssm_s_ade20k.py': dict(_SEG_VSSM, dp=0.3, arch='small'),
+    'seg/upernet_vssm_b_ade20k.py': dict(_SEG_VSSM, dp=0.6, arch='base'),
+    'seg/upernet_mambaout_t_ade20k.py': dict(_SEG_VSSM, lr=1e-4, dp=0.3, arch='tiny'),
+    'seg/upernet_mambaout_s_ade20k.py': dict(_SEG_VSSM, lr=1e-4, dp=0.4, arch='small'),
+    'seg/upernet_mambaout_b_ade20k.py': dict(_SEG_VSSM, lr=1e-4, dp=0.6, arch='base'),
+    'seg/upernet_vim_t_ade20k.py': dict(_SEG_VSSM, ld=0.92, dp=0.1, arch='tiny'),
+    'seg/upernet_vim_s_ade20k.py': dict(_SEG_VSSM, ld=0.95, dp=0.1, arch='small'),
+    'seg/upernet_arm_b_ade20k.py': dict(_SEG_VSSM, lr=1e-4, wd=0.05, ld=0.65, dp=0.1,
+                                        arch='base'),
+}
+
+
+def _family(rel):
+    name = osp.basename(rel)
+    for fam in FAMILIES:
+        if f'_{fam}_' in name:
+            return fam
+    raise AssertionError(f'{rel}: no family in the file name')
+
+
+def _load(rel):
+    return load_config(osp.join(CONFIG_DIR, rel))
+
+
+def test_expected_configs_exist():
+    for rel in RECIPES:
+        assert rel in ALL, f'missing config {rel}'
+    for rel in ALL:
+        assert rel in RECIPES, f'{rel}: add its published recipe to RECIPES'
+    names = [osp.basename(p) for p in ALL]
+    for n in names:
+        fam = _family(n)
+        assert n.startswith(('mask_rcnn_', 'upernet_')) and fam in FAMILIES
+
+
+@pytest.mark.parametrize('rel', ALL)
+def test_config_loads_with_recipe_and_no_stale_keys(rel):
+    from mmengine.registry import MODELS
+    cfg = _load(rel)
+    task = rel.split('/')[0]
+    assert cfg.default_scope == ('mmdet' if task == 'det' else 'mmseg')
+    assert cfg.custom_imports == dict(imports=['mmvssm'], allow_failed_imports=False)
+
+    # backbone: ours, every key a constructor argument (no ResNet / Swin leftovers)
+    bb = cfg.model.backbone
+    cls = MODELS.get(bb.type)
+    assert bb.type == FAMILIES[_family(rel)] and cls is not None
+    params = inspect.signature(cls.__init__).parameters
+    stale = sorted(set(bb) - set(params) - {'type'})
+    assert not stale, f'{rel}: backbone keys {stale} are not {bb.type} arguments'
+    assert bb.init_cfg.type == 'Pretrained' and bb.init_cfg.checkpoint
+    neck = cfg.model.get('neck')
+    if isinstance(neck, dict) and MODELS.get(neck.type) is not None and \
+            neck.type in ('SimpleFeaturePyramid', 'DeconvPyramid'):
+        nparams = inspect.signature(MODELS.get(neck.type).__init__).parameters
+        assert not sorted(set(neck) - set(nparams) - {'type'})
+
+    # the published recipe
+    r = RECIPES[rel]
+    opt = cfg.optim_wrapper.optimizer
+    assert opt.type == 'AdamW' and opt.lr == r['lr'] and opt.weight_decay == r['wd']
+    assert bb.arch == r['arch'] and bb.drop_path_rate == r['dp']
+    pw = cfg.optim_wrapper.get('paramwise_cfg', {})
+    if r['ld'] is None:
+        assert 'constructor' not in cfg.optim_wrapper and 'layer_decay_rate' not in pw
+    else:
+        assert cfg.optim_wrapper.constructor == 'MambaLayerDecayOptimWrapperConstructor'
+        assert pw == dict(layer_decay_rate=r['ld'])
+    assert cfg.train_dataloader.batch_size == r['batch']
+    assert cfg.optim_wrapper.type == 'OptimWrapper'  # fp32; --amp switches on GPUs
+    if task == 'det':
+        assert cfg.train_cfg.max_epochs == r['epochs']
+        assert cfg.param_scheduler[-1].end == r['epochs']
+    else:
+        assert cfg.train_cfg.max_iters == r['iters']
+        assert cfg.param_scheduler[-1].end == r['iters']
+        assert cfg.model.test_cfg.mode == 'whole'
+
+    # a test pipeline that accepts any image size: keep-ratio resize, no crop
+    test_pipe = cfg.test_dataloader.dataset.pipeline
+    types = [t.type for t in test_pipe]
+    assert not any('Crop' in t for t in types), types
+    resize = [t for t in test_pipe if t.type == 'Resize']
+    assert len(resize) == 1 and resize[0].keep_ratio
+
+
+def _strip_pretrained(cfg):
+    cfg.model.backbone.init_cfg = None
+
+
+@pytest.mark.parametrize('rel', ALL)
+def test_config_builds_and_runs(rel):
+    cfg = _load(rel)
+    _strip_pretrained(cfg)
+    task = rel.split('/')[0]
+    t0 = time.perf_counter()
+    torch.manual_seed(0)
+    if task == 'seg':
+        h, w = 96, 120
+        cfg.model.data_preprocessor.size = (h, w)
+        model = build_model(cfg)
+        data = seg_batch(h, w, batch_size=2)
+    else:
+        model = build_model(cfg)
+        data = det_batch(120, 152)
+    loss, preds = train_and_predict(model, data)
+    assert loss > 0
+    if task == 'seg':
+        assert len(preds) == 2 and preds[0].pred_sem_seg.data.shape[-2:] == (h, w)
+    else:
+        assert len(preds) == 1 and hasattr(preds[0], 'pred_instances')
+        if len(preds[0].pred_instances):
+            assert preds[0].pred_instances.masks.shape[-2:] == (120, 152)
+    print(f'{rel}: {time.perf_counter() - t0:.1f} s')
+
+
+@pytest.mark.parametrize('rel', ['det/mask_rcnn_vim_t_fpn_1x_coco.py',
+                                 'seg/upernet_vim_t_ade20k.py'])
+def test_layer_decay_optimizer_from_config(rel):
+    """The layer-decay configs build their optimizer: blocks get decayed lrs, heads full lr."""
+    from mmengine.optim import build_optim_wrapper
+    cfg = _load(rel)
+    _strip_pretrained(cfg)
+    model = build_model(cfg)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    scales = {g['group_name']: g['lr_scale'] for g in wrapper.optimizer.param_groups}
+    rate = cfg.optim_wrapper.paramwise_cfg.layer_decay_rate
+    assert scales['layer_25_decay'] == 1.0
+    assert scales['layer_1_decay'] == pytest.approx(rate ** 24)

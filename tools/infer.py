@@ -1,0 +1,159 @@
+"""Run a trained detector / segmentor on images and save the painted predictions.
+
+    python tools/infer.py CONFIG CHECKPOINT IMAGE_OR_DIR [IMAGE_OR_DIR ...] --out-dir DIR
+        [--device cpu|cuda:0] [--score-thr 0.3] [--opacity 0.5] [--cfg-options k=v ...]
+
+Detection (``default_scope='mmdet'``): ``init_detector`` + ``inference_detector`` and mmdet's
+``DetLocalVisualizer`` (boxes, labels and instance masks blended over the image, predictions
+with score >= ``--score-thr``). Segmentation (``'mmseg'``): ``init_model`` + ``inference_model``
+and mmseg's ``SegLocalVisualizer`` (the label map blended with ``--opacity``). One painted image
+per input is written to ``--out-dir`` under the input's file name (``.png`` for segmentation).
+
+Offline: the weights come from CHECKPOINT only. ``init_detector`` / ``init_model`` never call
+``init_weights`` and clear the backbone's ``init_cfg``; this script also drops every other
+``Pretrained`` ``init_cfg`` of the config, so no ImageNet checkpoint is downloaded.
+"""
+import argparse
+import importlib.util
+import os
+import os.path as osp
+
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def _train_module():
+    spec = importlib.util.spec_from_file_location(
+        '_mmvssm_tools_train', osp.join(osp.dirname(osp.abspath(__file__)), 'train.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description='Paint det/seg predictions on images')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='trained checkpoint (mmengine .pth)')
+    parser.add_argument('images', nargs='+', help='image files and/or folders of images')
+    parser.add_argument('--out-dir', required=True, help='folder for the painted images')
+    parser.add_argument('--device', default=None, help="'cpu', 'cuda:0'... (default: cuda:0 "
+                        'when available, else cpu)')
+    parser.add_argument('--score-thr', type=float, default=0.3,
+                        help='detection: minimum score of a drawn instance')
+    parser.add_argument('--opacity', type=float, default=0.5,
+                        help='segmentation: opacity of the painted label map')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings in the config, xxx=yyy pairs')
+    return parser.parse_args(argv)
+
+
+def collect_images(inputs):
+    """Files as given, folders expanded (sorted, recursively) to their image files."""
+    files = []
+    for p in inputs:
+        if osp.isdir(p):
+            for root, _, names in sorted(os.walk(p)):
+                files += [osp.join(root, n) for n in sorted(names)
+                          if n.lower().endswith(IMG_EXTENSIONS)]
+        elif osp.isfile(p):
+            files.append(p)
+        else:
+            raise FileNotFoundError(f'no such image or folder: {p}')
+    if not files:
+        raise FileNotFoundError(f'no images found in {inputs}')
+    return files
+
+
+def drop_pretrained(obj) -> int:
+    """Set every ``init_cfg`` of type ``Pretrained`` in a config tree to None."""
+    n = 0
+    if isinstance(obj, dict):
+        ic = obj.get('init_cfg')
+        if isinstance(ic, dict) and ic.get('type') == 'Pretrained':
+            obj['init_cfg'] = None
+            n += 1
+        if obj.get('pretrained'):
+            obj['pretrained'] = None
+            n += 1
+        for v in obj.values():
+            n += drop_pretrained(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            n += drop_pretrained(v)
+    return n
+
+
+def _out_name(out_dir, path, suffix=None):
+    name = osp.basename(path)
+    if suffix:
+        name = osp.splitext(name)[0] + suffix
+    return osp.join(out_dir, name)
+
+
+def infer_det(cfg, args, images, device, tools):
+    import mmcv
+    from mmdet.apis import inference_detector, init_detector
+    from mmdet.registry import VISUALIZERS
+    with tools.own_checkpoint_globals():
+        model = init_detector(cfg, args.checkpoint, device=device)
+    visualizer = VISUALIZERS.build(model.cfg.visualizer)
+    visualizer.dataset_meta = model.dataset_meta
+    outs = []
+    for path in images:
+        result = inference_detector(model, path)
+        img = mmcv.imread(path, channel_order='rgb')
+        out = _out_name(args.out_dir, path)
+        visualizer.add_datasample(osp.basename(path), img, data_sample=result, draw_gt=False,
+                                  show=False, pred_score_thr=args.score_thr, out_file=out)
+        n = int((result.pred_instances.scores >= args.score_thr).sum())
+        print(f'{path}: {n} instance(s) with score >= {args.score_thr} -> {out}')
+        outs.append(out)
+    return outs
+
+
+def infer_seg(cfg, args, images, device, tools):
+    import mmcv
+    from mmengine.model import revert_sync_batchnorm
+    from mmseg.apis import inference_model, init_model
+    from mmseg.registry import VISUALIZERS
+    with tools.own_checkpoint_globals():
+        model = init_model(cfg, args.checkpoint, device=device)
+    model = revert_sync_batchnorm(model)  # mmseg's init_model keeps SyncBN (single process here)
+    vis_cfg = dict(model.cfg.visualizer)
+    vis_cfg.update(alpha=args.opacity, save_dir=None, vis_backends=None)
+    visualizer = VISUALIZERS.build(vis_cfg)
+    visualizer.dataset_meta = model.dataset_meta
+    outs = []
+    for path in images:
+        result = inference_model(model, path)
+        img = mmcv.imread(path, channel_order='rgb')
+        out = _out_name(args.out_dir, path, '.png')
+        visualizer.add_datasample(osp.basename(path), img, data_sample=result, draw_gt=False,
+                                  show=False, with_labels=True, out_file=out)
+        labels = sorted(int(v) for v in result.pred_sem_seg.data.unique())
+        print(f'{path}: classes {labels} -> {out}')
+        outs.append(out)
+    return outs
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import torch
+    from mmengine.config import Config
+
+    tools = _train_module()
+    cfg = Config.fromfile(args.config)
+    scope = tools.setup_scope(cfg)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    drop_pretrained(cfg.model)
+    tools.adapt_to_device(cfg)  # SyncBN -> BN without CUDA
+    device = args.device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
+    images = collect_images(args.images)
+    os.makedirs(args.out_dir, exist_ok=True)
+    run = infer_det if scope == 'mmdet' else infer_seg
+    return run(cfg, args, images, device, tools)
+
+
+if __name__ == '__main__':
+    main()

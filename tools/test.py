@@ -1,0 +1,130 @@
+"""Test (and evaluate) an mmdet or mmseg model from an mmvssm config and a checkpoint.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE_OR_DIR] [--show]
+        [--show-dir DIR] [--tta] [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
+
+Dispatches on the config's ``default_scope`` like ``tools/train.py``. ``--out``: detection dumps
+the raw predictions to a ``.pkl`` file (mmdet's ``DumpDetResults``); segmentation writes the
+predicted label maps as PNGs into that directory (mmseg's ``IoUMetric(output_dir=...)``).
+``--show-dir``: painted predictions (ground truth beside for segmentation), saved under
+``<work_dir>/<timestamp>/<show_dir>`` for detection and ``<show_dir>/vis_data/vis_image`` for
+segmentation (each toolbox's convention).
+"""
+import argparse
+import importlib.util
+import os
+import os.path as osp
+import warnings
+from copy import deepcopy
+
+
+def _train_module():
+    """``tools/train.py`` loaded by path (shared helpers; no ``tools`` package needed)."""
+    spec = importlib.util.spec_from_file_location(
+        '_mmvssm_tools_train', osp.join(osp.dirname(osp.abspath(__file__)), 'train.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a detector or segmentor')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save the evaluation metrics')
+    parser.add_argument('--out', type=str,
+                        help='detection: dump predictions to this .pkl file; segmentation: '
+                        'save predicted label maps into this directory')
+    parser.add_argument('--show', action='store_true', help='show prediction results')
+    parser.add_argument('--show-dir', help='directory where painted images will be saved')
+    parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument('--tta', action='store_true', help='test-time augmentation')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings in the config, xxx=yyy pairs merged into it')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def _visualize(cfg, args, scope):
+    hooks = cfg.default_hooks
+    if 'visualization' not in hooks:
+        raise RuntimeError('--show / --show-dir need default_hooks.visualization '
+                           "(dict(type='DetVisualizationHook') or 'SegVisualizationHook')")
+    hook = hooks['visualization']
+    hook['draw'] = True
+    if args.show:
+        hook['show'] = True
+        hook['wait_time'] = args.wait_time
+    if args.show_dir:
+        if scope == 'mmdet':
+            hook['test_out_dir'] = args.show_dir
+        else:
+            cfg.visualizer['save_dir'] = args.show_dir
+            hook['interval'] = 1
+
+
+def _tta(cfg, scope):
+    if scope == 'mmseg':
+        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+            raise RuntimeError('--tta needs tta_model and tta_pipeline in the config')
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+        return
+    from mmengine import ConfigDict
+    if 'tta_model' not in cfg:
+        warnings.warn('No tta_model in the config: using DetTTAModel (nms 0.5, 100 per image)')
+        cfg.tta_model = dict(type='DetTTAModel', tta_cfg=dict(
+            nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+    if 'tta_pipeline' not in cfg:
+        warnings.warn('No tta_pipeline in the config: using the test pipeline with flip')
+        data_cfg = cfg.test_dataloader.dataset
+        while 'dataset' in data_cfg:
+            data_cfg = data_cfg['dataset']
+        cfg.tta_pipeline = deepcopy(data_cfg.pipeline)
+        cfg.tta_pipeline[-1] = dict(type='TestTimeAug', transforms=[
+            [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+            [dict(type='PackDetInputs', meta_keys=(
+                'img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
+                'flip_direction'))]])
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmengine.config import Config
+    tools = _train_module()
+
+    cfg = Config.fromfile(args.config)
+    scope = tools.setup_scope(cfg)
+    tools.apply_common_args(cfg, args)
+    cfg.load_from = args.checkpoint
+
+    if args.show or args.show_dir:
+        _visualize(cfg, args, scope)
+    if args.tta:
+        _tta(cfg, scope)
+    if args.out is not None and scope == 'mmseg':
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+    if args.out is not None and scope == 'mmdet' and not args.out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out must be a .pkl file for detection, got {args.out!r}')
+
+    tools.adapt_to_device(cfg, args.launcher)
+    runner = tools.build_runner(cfg)
+    if args.out is not None and scope == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()

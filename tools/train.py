@@ -1,0 +1,218 @@
+"""Train an mmdet (detection) or mmseg (segmentation) model from an mmvssm config.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr]
+        [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
+
+One script for both toolboxes: the config's ``default_scope`` (``mmdet`` or ``mmseg``, set by the
+inherited base) picks which one registers its modules. Otherwise it behaves like mmdet's / mmseg's
+own ``tools/train.py`` (mmengine ``Runner``), plus a CPU path: without CUDA, SyncBN becomes BN and
+distributed runs use the ``gloo`` backend (``tools/dist_train.sh CONFIG 2`` works on a CPU box).
+
+The helpers here (:func:`setup_scope`, :func:`adapt_to_device`, :func:`apply_common_args`) are
+shared with ``tools/test.py`` and ``tools/infer.py``.
+"""
+import argparse
+import contextlib
+import logging
+import os
+import os.path as osp
+
+SCOPES = ('mmdet', 'mmseg')
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description='Train a detector or segmentor (mmdet / mmseg)')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument('--amp', action='store_true', default=False,
+                        help='enable automatic-mixed-precision training (needs a GPU)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by (total batch size) / auto_scale_lr.base_batch_size')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from this checkpoint; without a path, from the latest checkpoint in the '
+        'work dir')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings in the config, xxx=yyy pairs merged into it, e.g. '
+        'model.backbone.drop_path_rate=0.2 train_dataloader.batch_size=4; lists as key="[a,b]", '
+        'list items by index: model.neck.0.out_channels=128')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    # torch.distributed.launch / torchrun (torch >= 2.0) pass --local-rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+# ----------------------------------------------------------------------------------------------
+# shared with tools/test.py and tools/infer.py
+# ----------------------------------------------------------------------------------------------
+def setup_scope(cfg) -> str:
+    """Register the modules of the config's toolbox (``default_scope``) and return its name."""
+    scope = cfg.get('default_scope')
+    if scope == 'mmdet':
+        from mmdet.utils import register_all_modules, setup_cache_size_limit_of_dynamo
+        setup_cache_size_limit_of_dynamo()
+    elif scope == 'mmseg':
+        from mmseg.utils import register_all_modules
+    else:
+        raise ValueError(
+            f'config default_scope is {scope!r}; mmvssm tools run mmdet or mmseg configs '
+            "(inherit a base from 'mmdet::' or 'mmseg::', or set default_scope)")
+    register_all_modules(init_default_scope=True)
+    import mmvssm  # noqa: F401  (also imported by custom_imports; registers our modules)
+    return scope
+
+
+def _swap_sync_bn(obj):
+    """Replace every ``type='SyncBN'`` / ``'MMSyncBN'`` norm in a config tree by ``'BN'``."""
+    n = 0
+    if isinstance(obj, dict):
+        if obj.get('type') in ('SyncBN', 'MMSyncBN'):
+            obj['type'] = 'BN'
+            n += 1
+        for v in obj.values():
+            n += _swap_sync_bn(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            n += _swap_sync_bn(v)
+    return n
+
+
+def adapt_to_device(cfg, launcher: str = 'none') -> None:
+    """Make a GPU recipe run on a machine without CUDA (no-op when CUDA is available).
+
+    * SyncBN -> BN: torch's SyncBN raises on CPU tensors in a distributed run (and mmengine only
+      reverts it in non-distributed runs);
+    * distributed: ``gloo`` instead of ``nccl``, DDP without ``device_ids``, and the process group
+      initialised here (mmengine's ``init_dist`` calls ``torch.cuda.set_device``, which fails
+      without a GPU);
+    * ``cudnn_benchmark`` off.
+    """
+    import torch
+    if torch.cuda.is_available():
+        return
+    from mmengine.logging import print_log
+    n = _swap_sync_bn(cfg._cfg_dict)
+    if n:
+        print_log(f'CUDA is not available: {n} SyncBN norm config(s) set to BN', logger='current')
+    env_cfg = cfg.setdefault('env_cfg', {})
+    env_cfg['cudnn_benchmark'] = False
+    if launcher == 'none':
+        return
+    if launcher != 'pytorch':
+        raise RuntimeError(f'--launcher {launcher} needs CUDA; on CPU use --launcher pytorch '
+                           '(tools/dist_train.sh / tools/dist_test.sh)')
+    dist_cfg = env_cfg.setdefault('dist_cfg', {})
+    dist_cfg['backend'] = 'gloo'
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel', broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None  # a CPU module
+    cfg.model_wrapper_cfg = wrapper
+    import torch.distributed as dist
+    if launcher == 'pytorch' and not dist.is_initialized():
+        kwargs = {k: v for k, v in dist_cfg.items() if k != 'backend'}
+        if 'timeout' in kwargs:
+            import datetime
+            kwargs['timeout'] = datetime.timedelta(seconds=kwargs['timeout'])
+        dist.init_process_group(backend='gloo', **kwargs)
+        print_log('CUDA is not available: distributed training on CPU with gloo',
+                  logger='current')
+
+
+def apply_common_args(cfg, args) -> None:
+    """``--launcher``, ``--cfg-options`` and ``--work-dir`` (CLI > config > config file name)."""
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+
+@contextlib.contextmanager
+def own_checkpoint_globals():
+    """Let ``torch.load(weights_only=True)`` read an mmengine *training* checkpoint.
+
+    mmengine pickles its ``MessageHub`` with ``HistoryBuffer`` statistics methods (stored as
+    ``getattr(HistoryBuffer, 'min')``) and numpy scalars (``_codecs.encode``), which torch >= 2.6
+    refuses by default and which :mod:`mmvssm.utils.safe_load` does not allow-list. Used only
+    around loading the checkpoint the user names (``--resume``, ``load_from``, test / infer
+    CHECKPOINT), never for downloaded ImageNet weights.
+    """
+    import codecs
+
+    import torch
+    extra = [getattr, codecs.encode]
+    safe = getattr(torch.serialization, 'safe_globals', None)
+    if safe is None:  # torch < 2.5: weights_only is not the default
+        yield
+        return
+    with safe(extra):
+        yield
+
+
+def build_runner(cfg):
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    # scope the extra pickle globals to the user's own checkpoint (see own_checkpoint_globals)
+    for name in ('resume', 'load_checkpoint'):
+        orig = getattr(runner, name)
+
+        def wrapped(*args, _orig=orig, **kwargs):
+            with own_checkpoint_globals():
+                return _orig(*args, **kwargs)
+        setattr(runner, name, wrapped)
+    return runner
+
+
+# ----------------------------------------------------------------------------------------------
+def main(argv=None):
+    args = parse_args(argv)
+    from mmengine.config import Config
+    from mmengine.logging import print_log
+
+    cfg = Config.fromfile(args.config)
+    setup_scope(cfg)
+    apply_common_args(cfg, args)
+
+    if args.amp:
+        import torch
+        if not torch.cuda.is_available():
+            raise RuntimeError('--amp needs a GPU (mmengine AmpOptimWrapper is CUDA/NPU/MLU only)')
+        if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+            print_log('AMP training is already enabled in the config.', logger='current',
+                      level=logging.WARNING)
+        else:
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' in cfg and 'base_batch_size' in cfg.auto_scale_lr:
+            cfg.auto_scale_lr.enable = True
+        else:
+            raise RuntimeError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) '
+                               'in the config')
+
+    # resume: an explicit checkpoint, or 'auto' (latest in work_dir)
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    adapt_to_device(cfg, args.launcher)
+    runner = build_runner(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
