@@ -5,4 +5,5 @@ Imported by ``import mmvssm`` when mmengine is installed; never imports mmdet or
 from ..utils.safe_load import allow_official_checkpoint_globals
 
 allow_official_checkpoint_globals()
-from . import flops, layer_decay  # noqa: F401,E402  (FLOP handles, optimizer constructor)
+from . import flops, layer_decay, registry  # noqa: F401,E402  (FLOP handles, optimizer constructor)
+from . import atomic_checkpoint  # noqa: F401,E402  (AtomicCheckpointHook, 'atomic_local' backend)
