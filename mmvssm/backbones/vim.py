@@ -40,6 +40,7 @@ from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import (PosEmbedCache, resize_grid_pos_embed,
                                 resize_middle_cls_pos_embed, split_middle_cls, square_grid)
 from ..layers.rms_norm import RMSNorm
+from ..ops.scan_orders import VIM_ORDERS
 from ..utils.checkpoint import CheckpointMismatchError
 from .base import BaseBackbone, check_image, resolve_arch
 
@@ -54,8 +55,8 @@ def drop_path_schedule(rate: float, depth: int) -> List[float]:
     """Vim's ``[0.0] + linspace(0, rate, depth)`` (``depth + 1`` entries; entry ``i`` for block
     ``i``, the last one for the final add before ``norm_f``). Plain Python: no tensor ``.item()``,
     so models can be built on the meta device."""
-    if depth == 1:
-        return [0.0, rate]
+    if depth == 1:  # torch.linspace(0, rate, 1) == [0]
+        return [0.0, 0.0]
     return [0.0] + [rate * i / (depth - 1) for i in range(depth)]
 
 
@@ -171,7 +172,7 @@ class VimBlock(nn.Module):
         super().__init__()
         self.residual_in_fp32 = residual_in_fp32
         self.mixer = MambaMixer(dim, d_state=d_state, expand=expand,
-                                directions=('row', 'row_rev'), divide_out=divide_out)
+                                directions=VIM_ORDERS, divide_out=divide_out)
         self.norm = RMSNorm(dim, eps=norm_eps)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 

@@ -19,7 +19,8 @@ direction    suffix   token order
 ``col_rev``  ``_c_b`` reversed column order
 ============ ======== ========================================================================
 
-Vim v2 = ``('row', 'row_rev')`` with ``expand=2``; ARM v3 = all four with ``expand=1``.
+Vim v2 = ``VIM_ORDERS = ('row', 'row_rev')`` with ``expand=2``; ARM v3 = ``ARM_ORDERS`` (all four)
+with ``expand=1`` (order names and patch orders from :mod:`mmvssm.ops.scan_orders`).
 
 For the column orders the extra (cls) token at ``cls_index`` is held out, the ``H x W`` patch
 grid is transposed, and the token is put back at the same index ``cls_index``. ARM's official
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import selective_scan
+from ..ops.scan_orders import ARM_ORDERS, VIM_ORDERS, to_sequence
 
 DIRECTION_SUFFIX = {'row': '', 'row_rev': '_b', 'col': '_c', 'col_rev': '_c_b'}
 
@@ -52,27 +54,32 @@ def _order(direction: str, hw: Optional[Tuple[int, int]], seq_len: int,
 
 def _order_index(direction: str, hw: Optional[Tuple[int, int]], seq_len: int,
                  cls_index: Optional[int], device) -> Optional[torch.Tensor]:
-    """Index ``idx`` (L,) with ``seq_dir = seq[..., idx]``; ``None`` for the identity."""
+    """Index ``idx`` (L,) with ``seq_dir = seq[..., idx]``; ``None`` for the identity.
+
+    The patch orders come from :mod:`mmvssm.ops.scan_orders`; the extra token keeps its index in
+    the forward orders and the ``_rev`` orders reverse the whole sequence (``xz.flip(-1)``).
+    """
+    base = direction[:-len('_rev')] if direction.endswith('_rev') else direction
+    if base == 'row':
+        idx = torch.arange(seq_len, device=device)
+    else:
+        if hw is None:
+            raise ValueError(f'MambaMixer: direction {direction!r} needs the token grid (H, W)')
+        h, w = hw
+        n_extra = seq_len - h * w
+        if n_extra not in (0, 1) or (n_extra == 1) != (cls_index is not None):
+            raise ValueError(f'MambaMixer: {seq_len} tokens do not match a {h}x{w} grid '
+                             f'with cls_index={cls_index}')
+        pos = torch.arange(h * w, device=device)  # sequence position of patch i (row-major)
+        if cls_index is not None:
+            pos = pos + (pos >= cls_index).long()
+        idx = to_sequence(pos.view(1, 1, h, w), base).view(-1)
+        if cls_index is not None:
+            cls = torch.full((1,), cls_index, dtype=idx.dtype, device=device)
+            idx = torch.cat([idx[:cls_index], cls, idx[cls_index:]])
     if direction == 'row':
         return None
-    if direction == 'row_rev':
-        return torch.arange(seq_len - 1, -1, -1, device=device)
-    if hw is None:
-        raise ValueError(f'MambaMixer: direction {direction!r} needs the token grid (H, W)')
-    h, w = hw
-    n_extra = seq_len - h * w
-    if n_extra not in (0, 1) or (n_extra == 1) != (cls_index is not None):
-        raise ValueError(f'MambaMixer: {seq_len} tokens do not match a {h}x{w} grid '
-                         f'with cls_index={cls_index}')
-    # position in the sequence of patch i (row-major), the cls token sitting at cls_index
-    pos = torch.arange(h * w, device=device)
-    if cls_index is not None:
-        pos = pos + (pos >= cls_index).long()
-    col = pos.view(h, w).t().reshape(-1)  # column-major patch order
-    if cls_index is not None:
-        cls = torch.full((1,), cls_index, dtype=col.dtype, device=device)
-        col = torch.cat([col[:cls_index], cls, col[cls_index:]])
-    return col.flip(0) if direction == 'col_rev' else col
+    return idx.flip(0) if direction.endswith('_rev') else idx
 
 
 class MambaMixer(nn.Module):
@@ -94,7 +101,7 @@ class MambaMixer(nn.Module):
                  dt_rank='auto', dt_min: float = 0.001, dt_max: float = 0.1,
                  dt_init: str = 'random', dt_scale: float = 1.0, dt_init_floor: float = 1e-4,
                  conv_bias: bool = True, bias: bool = False,
-                 directions: Sequence[str] = ('row', 'row_rev'), divide_out: bool = True):
+                 directions: Sequence[str] = VIM_ORDERS, divide_out: bool = True):
         super().__init__()
         bad = [d for d in directions if d not in DIRECTION_SUFFIX]
         if bad or not directions or len(set(directions)) != len(directions):
