@@ -335,6 +335,9 @@ def run_case(case: dict) -> dict:
 
 def worker_main(spec: str) -> int:
     case = json.loads(spec)
+    if case.get('_environment'):
+        sys.stdout.write('\n' + RESULT_MARK + json.dumps(environment(case)) + '\n')
+        return 0
     try:
         result = run_case(case)
     except Exception as e:  # reported, not raised: the sweep goes on
@@ -370,6 +373,10 @@ def run_case_subprocess(case: dict, timeout: float) -> dict:
 
 
 def _forked_case(case: dict, conn) -> None:
+    if case.get('_environment'):  # the environment description, from the same kind of process
+        conn.send(environment(case))
+        conn.close()
+        return
     try:
         result = run_case(case)
     except Exception as e:  # reported, not raised: the sweep goes on
@@ -460,15 +467,18 @@ def baseline_of(c: dict) -> Optional[str]:
     return None if c.get('config') else MODELS[c['model']][4]
 
 
-def environment(args) -> dict:
+def environment(opts: dict) -> dict:
+    """Machine and library description (``opts``: threads, device, no_tf32, command)."""
     import torch
+    if opts.get('threads'):
+        torch.set_num_threads(opts['threads'])
     info = dict(
         date_utc=datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
         python=platform.python_version(), torch=torch.__version__,
         platform=platform.platform(), cpu_count=os.cpu_count(),
-        threads=args.threads or torch.get_num_threads(), device=args.device,
+        threads=opts.get('threads') or torch.get_num_threads(), device=opts['device'],
         loadavg_start=os.getloadavg() if hasattr(os, 'getloadavg') else None,
-        command='python ' + ' '.join([os.path.relpath(__file__, os.getcwd())] + sys.argv[1:]))
+        command=opts['command'])
     try:
         import timm
         info['timm'] = timm.__version__
@@ -498,10 +508,10 @@ def environment(args) -> dict:
             info['mem_total_gb'] = round(int(f.readline().split()[1]) / 2 ** 20, 1)
     except Exception:
         pass
-    if args.device == 'cuda' and torch.cuda.is_available():
+    if opts['device'].startswith('cuda') and torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
         info['gpu'] = dict(name=p.name, memory_gb=round(p.total_memory / 2 ** 30, 1),
-                           cuda=torch.version.cuda, tf32=not args.no_tf32)
+                           cuda=torch.version.cuda, tf32=not opts.get('no_tf32'))
     return info
 
 
@@ -915,8 +925,9 @@ def parse_args(argv=None):
     if args.sizes is None:
         args.sizes = CP_DEFAULT_SIZES if args.compare_checkpointing else DEFAULT_SIZES
     if args.compare_checkpointing:
-        args.mode = 'train'
-        if not any(a == '--models' for a in (argv if argv is not None else sys.argv)):
+        if args.mode == 'infer':
+            args.mode = 'train'  # checkpointing only matters for a training step
+        if not any(a == '--models' for a in (argv if argv is not None else sys.argv[1:])):
             args.no_baselines = True
     cuda = args.device.startswith('cuda')
     if args.warmup is None:
@@ -945,7 +956,16 @@ def main(argv=None) -> int:
             with open(args.profile_out, 'w') as f:
                 f.write(text + '\n')
         return 0
-    env = environment(args)
+    opts = dict(_environment=True, threads=args.threads, device=args.device,
+                no_tf32=args.no_tf32, command='python ' + ' '.join(
+                    [os.path.relpath(os.path.abspath(__file__), os.getcwd())] + list(argv)))
+    if args.isolation == 'forkserver':  # the parent never imports torch: imports are paid once
+        env = run_case_forked(opts, 600)
+    elif args.isolation == 'exec':
+        env = run_case_subprocess(opts, 600)
+    else:
+        env = environment(opts)
+    env.pop('wall_s', None)
     previous = []
     if args.append and args.json and os.path.isfile(args.json):
         with open(args.json) as f:
