@@ -343,14 +343,18 @@ class Vim(MiddleClsEmbedMixin, BaseBackbone):
     @classmethod
     def convert_official(cls, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Official Vim names are ours; only the family is checked (``head.*`` is allowed
-        unexpected, ``pos_embed`` is resized by :meth:`adapt_state_dict`)."""
+        unexpected, ``pos_embed`` is resized by :meth:`adapt_state_dict`; RoPE checkpoints are
+        refused rather than loaded without their rotary embedding)."""
         family_guard(state_dict, cls.FAMILY, {
             r'mixer\.A_c_log|\.mlp\.w1\.|\.norm1\.': 'ARM',
             r'^layers\.\d+\.blocks\.|^classifier\.': 'VMamba',
             r'^downsample_layers\.|^stages\.': 'MambaOut',
             r'^blocks\.\d+\.attn\.': 'ViT/DeiT'})
-        return {k: v for k, v in state_dict.items()
-                if not k.startswith(('rope.freqs_cos', 'rope.freqs_sin'))}
+        if any(k.startswith('rope.') for k in state_dict):
+            raise CheckpointMismatchError(
+                'this Vim checkpoint was trained with RoPE (it has rope.freqs_*, if_rope=True), '
+                'which mmvssm does not implement; the released midclstok checkpoints have none')
+        return dict(state_dict)
 
     def adapt_state_dict(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Resize the checkpoint's ``pos_embed`` (cls kept at ``M // 2``) to this model's grid."""

@@ -27,7 +27,8 @@ grid is transposed, and the token is put back at the same index ``cls_index``. A
 code holds out ``L // 2`` and uses ``int(sqrt(L))`` for both sides; for square grids with an even
 number of patches (all released models: 14x14, 24x24) that is identical to this. For odd ``M``
 the official code holds out a patch token instead of the cls token (``L//2 != M//2``) and only
-square grids work; here the real cls index and the real ``H``, ``W`` are used.
+square grids work; here the real cls index and the real ``H``, ``W`` are used (the official
+odd-``M`` result is what this mixer gives when called with ``cls_index = L // 2``).
 """
 import math
 from functools import lru_cache

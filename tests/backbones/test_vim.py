@@ -273,11 +273,14 @@ def test_wrong_checkpoint_family_and_size():
     from mmvssm.backbones.arm import ARM
     model = Vim('tiny', **SMALL)
     arm = ARM('base', embed_dim=32, depth=2, d_state=8).state_dict()
-    with pytest.raises(CheckpointMismatchError, match='not a Vim checkpoint: it looks like ARM'):
+    with pytest.raises(CheckpointMismatchError, match='checkpoint is not Vim: it looks like ARM'):
         model.load_official(arm)
     wider = Vim('tiny', embed_dim=48, depth=2, d_state=8).state_dict()
     with pytest.raises(CheckpointMismatchError, match='shape mismatch'):
         model.load_official(wider)
+    rope = dict(model.state_dict(), **{'rope.freqs_cos': torch.zeros(16, 8)})
+    with pytest.raises(CheckpointMismatchError, match='RoPE'):
+        model.load_official(rope)
     deeper = Vim('tiny', embed_dim=32, depth=3, d_state=8).state_dict()
     with pytest.raises(CheckpointMismatchError, match=r'unexpected in checkpoint.*layers\.2'):
         model.load_official(deeper)
