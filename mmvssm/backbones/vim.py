@@ -30,7 +30,6 @@ import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from timm.layers import DropPath, lecun_normal_, trunc_normal_
 from torch import nn

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import selective_scan
-from ..ops.scan_orders import ARM_ORDERS, VIM_ORDERS, to_sequence
+from ..ops.scan_orders import VIM_ORDERS, to_sequence
 
 DIRECTION_SUFFIX = {'row': '', 'row_rev': '_b', 'col': '_c', 'col_rev': '_c_b'}
 

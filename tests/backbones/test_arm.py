@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from fixtures_util import fixture_file, fixtures_dir
-from mmvssm.adapters import DeconvPyramid, SimpleFeaturePyramid
+from mmvssm.adapters import DeconvPyramid
 from mmvssm.backbones.arm import ARM
 from mmvssm.layers.mamba_mixer import MambaMixer
 from mmvssm.utils.checkpoint import CheckpointMismatchError
