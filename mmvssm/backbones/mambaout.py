@@ -86,10 +86,10 @@ class MambaOut(BaseBackbone):
         if len(self.depths) != len(self.dims):
             raise ValueError(f'MambaOut: depths {self.depths} and dims {self.dims} differ in length')
         num_stages = len(self.depths)
-        self.out_indices = tuple(i % num_stages for i in out_indices)
-        if not self.out_indices or any(not -num_stages <= i < num_stages for i in out_indices):
+        if not out_indices or any(not -num_stages <= i < num_stages for i in out_indices):
             raise ValueError(f'MambaOut: out_indices {tuple(out_indices)} must index the '
                              f'{num_stages} stages')
+        self.out_indices = tuple(sorted({i % num_stages for i in out_indices}))
         self.in_chans = in_chans
         self.arch_settings = cfg
         self.grad_checkpointing = with_cp
@@ -137,7 +137,7 @@ class MambaOut(BaseBackbone):
                     x = block(x)
             if i in self.out_indices:
                 outs.append(self.out_norms[i](x).permute(0, 3, 1, 2).contiguous())
-            if i == max(self.out_indices):
+            if i == self.out_indices[-1]:
                 break
         return tuple(outs)
 
