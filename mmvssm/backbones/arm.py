@@ -30,12 +30,12 @@ from torch import nn
 
 from ..layers.mamba_mixer import DIRECTION_SUFFIX, MambaMixer
 from ..layers.patch_embed import PatchEmbed
-from ..layers.pos_embed import PosEmbedCache, insert_zero_middle_cls
+from ..layers.pos_embed import (MiddleClsEmbedMixin, PosEmbedCache, adapt_middle_cls_pos_embed,
+                                insert_zero_middle_cls)
 from ..layers.swiglu import SwiGLU
 from ..ops.scan_orders import ARM_ORDERS
 from .base import BaseBackbone, check_image, resolve_arch
-from .vim import (MiddleClsEmbedMixin, adapt_middle_cls_pos_embed, check_out_indices,
-                  default_out_indices, drop_path_schedule, family_guard, init_plain_mamba,
+from .vim import (check_out_indices, default_out_indices, drop_path_schedule, family_guard, init_plain_mamba,
                   layer_id_for, tokens_to_map)
 
 _ARM_COMMON = dict(patch_size=16, stride=16, d_state=16, expand=1, img_size=224)

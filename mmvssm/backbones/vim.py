@@ -1,6 +1,6 @@
 """Vim (Vision Mamba, hustvl/Vim): plain bidirectional-Mamba backbone with a middle cls token.
 
-Reading order: arch presets -> shared helpers (used by ARM too) -> ``VimBlock`` -> ``Vim``
+Reading order: shared helpers (also used by ARM, a fork of Vim's code) -> ``VimBlock`` -> ``Vim``
 (embedding, blocks, dense ``forward``, classification-equivalent ``forward_cls``) -> official
 checkpoint conversion.
 
@@ -36,8 +36,8 @@ from torch import nn
 
 from ..layers.mamba_mixer import MambaMixer
 from ..layers.patch_embed import PatchEmbed
-from ..layers.pos_embed import (PosEmbedCache, resize_grid_pos_embed,
-                                resize_middle_cls_pos_embed, split_middle_cls, square_grid)
+from ..layers.pos_embed import (MiddleClsEmbedMixin, PosEmbedCache,
+                                adapt_middle_cls_pos_embed)
 from ..layers.rms_norm import RMSNorm
 from ..ops.scan_orders import VIM_ORDERS
 from ..utils.checkpoint import CheckpointMismatchError
@@ -104,54 +104,6 @@ def family_guard(state_dict: Dict[str, torch.Tensor], family: str,
             raise CheckpointMismatchError(
                 f'this checkpoint is not {family}: it looks like {other} (it has key {hit!r}); '
                 f'use the {other} backbone or a {family} checkpoint')
-
-
-def adapt_middle_cls_pos_embed(state_dict: Dict[str, torch.Tensor], model_pos: torch.Tensor,
-                               family: str) -> Dict[str, torch.Tensor]:
-    """Resize a checkpoint's ``[1, M+1, D]`` ``pos_embed`` to the model's stored square grid.
-
-    The embedding width must already agree (a different width is left for the strict loader
-    to report as a size mismatch).
-    """
-    pe = state_dict.get('pos_embed')
-    if pe is None or pe.shape == model_pos.shape or pe.dim() != 3 or \
-            pe.shape[-1] != model_pos.shape[-1]:
-        return state_dict
-    try:
-        old = square_grid(pe.shape[1] - 1, f'{family} checkpoint pos_embed')
-    except ValueError as e:
-        raise CheckpointMismatchError(str(e)) from None
-    new = square_grid(model_pos.shape[1] - 1, f'{family} model pos_embed')
-    state_dict = dict(state_dict)
-    state_dict['pos_embed'] = resize_middle_cls_pos_embed(pe.float(), new, old_hw=old).to(pe.dtype)
-    return state_dict
-
-
-class MiddleClsEmbedMixin:
-    """Patch embedding + middle cls token + online-resized absolute position embedding.
-
-    Needs ``self.patch_embed``, ``self.pos_embed`` (``[1, M0+1, D]``), ``self.cls_token``,
-    ``self.pretrain_grid``, ``self.use_cls_token``, ``self.pos_drop``, ``self._pos_cache``.
-    """
-
-    def _grid_pos_embed(self, hw: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
-        def compute():
-            cls_pos, patch_pos = split_middle_cls(self.pos_embed)
-            return cls_pos, resize_grid_pos_embed(patch_pos, self.pretrain_grid, hw)
-        return self._pos_cache.get(self.pos_embed, tuple(hw), compute)
-
-    def embed(self, x: torch.Tensor, dense: bool = True
-              ) -> Tuple[torch.Tensor, Tuple[int, int], Optional[int]]:
-        """Image -> ``(tokens (B, L, D), (h, w), cls_index or None)``."""
-        x, hw = self.patch_embed(x, dense=dense)
-        cls_pos, patch_pos = self._grid_pos_embed(hw)
-        x = x + patch_pos.to(x.dtype)
-        cls_index = None
-        if self.use_cls_token:
-            cls_index = x.shape[1] // 2
-            cls = (self.cls_token + cls_pos).to(x.dtype).expand(x.shape[0], -1, -1)
-            x = torch.cat([x[:, :cls_index], cls, x[:, cls_index:]], dim=1)
-        return self.pos_drop(x), hw, cls_index
 
 
 # ----------------------------------------------------------------------------------------------

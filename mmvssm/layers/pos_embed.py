@@ -8,10 +8,12 @@ puts the cls entry back at ``M' // 2`` of the new grid.
 """
 import math
 from collections import OrderedDict
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from timm.layers import resample_abs_pos_embed
+
+from ..utils.checkpoint import CheckpointMismatchError
 
 
 def square_grid(num_patches: int, what: str = 'pos_embed') -> Tuple[int, int]:
@@ -102,3 +104,51 @@ class PosEmbedCache:
         while len(self._store) > self.max_entries:
             self._store.popitem(last=False)
         return value
+
+
+def adapt_middle_cls_pos_embed(state_dict: Dict[str, torch.Tensor], model_pos: torch.Tensor,
+                               family: str) -> Dict[str, torch.Tensor]:
+    """Resize a checkpoint's ``[1, M+1, D]`` ``pos_embed`` to the model's stored square grid.
+
+    The embedding width must already agree (a different width is left for the strict loader
+    to report as a size mismatch).
+    """
+    pe = state_dict.get('pos_embed')
+    if pe is None or pe.shape == model_pos.shape or pe.dim() != 3 or \
+            pe.shape[-1] != model_pos.shape[-1]:
+        return state_dict
+    try:
+        old = square_grid(pe.shape[1] - 1, f'{family} checkpoint pos_embed')
+    except ValueError as e:
+        raise CheckpointMismatchError(str(e)) from None
+    new = square_grid(model_pos.shape[1] - 1, f'{family} model pos_embed')
+    state_dict = dict(state_dict)
+    state_dict['pos_embed'] = resize_middle_cls_pos_embed(pe.float(), new, old_hw=old).to(pe.dtype)
+    return state_dict
+
+
+class MiddleClsEmbedMixin:
+    """Patch embedding + middle cls token + online-resized absolute position embedding.
+
+    Needs ``self.patch_embed``, ``self.pos_embed`` (``[1, M0+1, D]``), ``self.cls_token``,
+    ``self.pretrain_grid``, ``self.use_cls_token``, ``self.pos_drop``, ``self._pos_cache``.
+    """
+
+    def _grid_pos_embed(self, hw: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        def compute():
+            cls_pos, patch_pos = split_middle_cls(self.pos_embed)
+            return cls_pos, resize_grid_pos_embed(patch_pos, self.pretrain_grid, hw)
+        return self._pos_cache.get(self.pos_embed, tuple(hw), compute)
+
+    def embed(self, x: torch.Tensor, dense: bool = True
+              ) -> Tuple[torch.Tensor, Tuple[int, int], Optional[int]]:
+        """Image -> ``(tokens (B, L, D), (h, w), cls_index or None)``."""
+        x, hw = self.patch_embed(x, dense=dense)
+        cls_pos, patch_pos = self._grid_pos_embed(hw)
+        x = x + patch_pos.to(x.dtype)
+        cls_index = None
+        if self.use_cls_token:
+            cls_index = x.shape[1] // 2
+            cls = (self.cls_token + cls_pos).to(x.dtype).expand(x.shape[0], -1, -1)
+            x = torch.cat([x[:, :cls_index], cls, x[:, cls_index:]], dim=1)
+        return self.pos_drop(x), hw, cls_index

@@ -208,6 +208,20 @@ def test_out_indices_freeze_unused_blocks_and_drop_path_schedule():
     assert meta_model('tiny').out_indices == (5, 11, 17, 23)
 
 
+def test_online_pos_embed_resize_non_square():
+    """The stored 4x4 grid (cls at 8 excluded) resized bicubically to the actual 3x5 grid."""
+    torch.manual_seed(0)
+    model = Vim('tiny', **SMALL, img_size=64).eval()
+    pe = model.pos_embed.detach()
+    cls_pos, grid_pos = model._grid_pos_embed((3, 5))
+    torch.testing.assert_close(cls_pos, pe[:, 8:9])
+    grid = torch.cat([pe[:, :8], pe[:, 9:]], 1).reshape(1, 4, 4, 32).permute(0, 3, 1, 2)
+    ref = F.interpolate(grid, size=(3, 5), mode='bicubic', antialias=True, align_corners=False)
+    torch.testing.assert_close(grid_pos, ref.permute(0, 2, 3, 1).reshape(1, 15, 32))
+    same = model._grid_pos_embed((4, 4))[1]  # the stored grid: no resampling
+    torch.testing.assert_close(same, torch.cat([pe[:, :8], pe[:, 9:]], 1), rtol=0, atol=0)
+
+
 def test_pos_embed_cache_follows_weight_changes():
     torch.manual_seed(0)
     model = Vim('tiny', **SMALL, img_size=64).eval()
