@@ -835,7 +835,14 @@ def profile_cases(args, cases: List[dict]) -> str:
             step()
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if c['device'] == 'cuda' else [])
         t0 = time.perf_counter()
-        with profile(activities=acts, record_shapes=True, with_stack=args.profile_stack) as prof:
+        extra = {}
+        if args.profile_stack:  # Python frames (file(line): function, nn.Module) per op
+            try:
+                extra['experimental_config'] = torch._C._profiler._ExperimentalConfig(verbose=True)
+            except Exception:  # pragma: no cover - older torch
+                pass
+        with profile(activities=acts, record_shapes=True, with_stack=args.profile_stack,
+                     **extra) as prof:
             for _ in range(args.profile_iters):
                 step()
             if c['device'] == 'cuda':
