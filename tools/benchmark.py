@@ -516,7 +516,7 @@ def environment(opts: dict) -> dict:
 
 
 def build_cases(args) -> List[dict]:
-    models = list(args.models)
+    models = list(args.models or [])
     if not args.config and not args.no_baselines:
         for m in list(models):
             b = MODELS[m][4]
