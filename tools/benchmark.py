@@ -75,6 +75,10 @@ MODELS: Dict[str, Tuple[str, str, Optional[str], str, Optional[str]]] = {
     'deit_t': ('vit', 'vit_tiny_patch16_224', None, 'DeiT-T', None),
     'deit_s': ('vit', 'vit_small_patch16_224', None, 'DeiT-S', None),
     'deit_b': ('vit', 'vit_base_patch16_224', None, 'DeiT-B', None),
+    # DeiT with timm's eager attention (the L x L matrix materialized, as in the Vim paper's
+    # baseline) instead of the fused scaled_dot_product_attention of the default entries
+    'deit_t_eager': ('vit', 'vit_tiny_patch16_224', 'eager', 'DeiT-T (eager attn)', None),
+    'deit_s_eager': ('vit', 'vit_small_patch16_224', 'eager', 'DeiT-S (eager attn)', None),
     'swin_t': ('swin', 'swin_tiny_patch4_window7_224', None, 'Swin-T', None),
     'swin_s': ('swin', 'swin_small_patch4_window7_224', None, 'Swin-S', None),
     'swin_b': ('swin', 'swin_base_patch4_window7_224', None, 'Swin-B', None),
@@ -105,7 +109,7 @@ class TimmFeatures:
     """Factory of an ``nn.Module`` returning the NCHW feature maps of a timm ViT / Swin."""
 
     @staticmethod
-    def build(kind: str, name: str, tiny: bool):
+    def build(kind: str, name: str, tiny: bool, attn: Optional[str] = None):
         import timm
         import torch
         from torch import nn
@@ -119,6 +123,10 @@ class TimmFeatures:
         else:
             kw.update(strict_img_size=False)
         net = timm.create_model(name, **kw)
+        if attn == 'eager':
+            for m in net.modules():
+                if hasattr(m, 'fused_attn'):
+                    m.fused_attn = False
 
         class Features(nn.Module):
             def __init__(self):
@@ -156,7 +164,7 @@ def build_model(name: Optional[str], tiny: bool = False, with_cp: bool = False,
         kw = dict(TINY_OVERRIDES[cls_name]) if tiny else {}
         model = cls(arch, with_cp=with_cp, **kw)
     else:
-        model = TimmFeatures.build(kind, cls_name, tiny)
+        model = TimmFeatures.build(kind, cls_name, tiny, attn=arch)
         if with_cp:
             model.set_grad_checkpointing(True)
     return model
