@@ -16,7 +16,8 @@ Config::
 
 Each trainable parameter gets ``lr = base_lr * layer_decay_rate ** (num_layers + 1 - layer_id)``;
 parameters outside the backbone (neck, heads) get layer id ``num_layers + 1`` (scale 1).
-Weight decay is 0 for: biases and every 1-D parameter, every parameter of a normalisation layer
+Weight decay is 0 for: biases (``*.bias``, and packed ones such as VSSM's 2-D
+``dt_projs_bias``, which Vim/ARM store as 1-D ``dt_proj.bias``) and every 1-D parameter, every parameter of a normalisation layer
 (LayerNorm, LayerNorm2d, RMSNorm, GroupNorm, BatchNorm, ...), position embeddings / cls tokens,
 the SSM parameters ``A_log*`` / ``A_logs`` / ``A_b_log`` ... and the skip ``D`` / ``D_b`` /
 ``D_c`` / ``D_c_b`` / ``Ds``, and any parameter flagged ``_no_weight_decay = True``.
@@ -55,7 +56,7 @@ def is_norm_module(module: nn.Module) -> bool:
 def no_weight_decay(name: str, param: nn.Parameter, owner: nn.Module) -> bool:
     """Whether parameter ``name`` (full name), owned by module ``owner``, gets no weight decay."""
     last = name.rsplit('.', 1)[-1]
-    return (param.ndim <= 1 or last == 'bias' or is_norm_module(owner)
+    return (param.ndim <= 1 or last == 'bias' or last.endswith('_bias') or is_norm_module(owner)
             or _NO_DECAY_RE.fullmatch(last) is not None
             or getattr(param, '_no_weight_decay', False))
 

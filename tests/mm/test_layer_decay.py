@@ -155,7 +155,7 @@ def test_mambaout():
     assert not any(n.endswith('.weight') and t[n][2]['params'][0].ndim > 1 for n in nd)
 
 
-def _check_mamba_plain(model, n):
+def _check_mamba_plain(model, n, norm='norm'):
     t = by_name(build(model))
     check_coverage(model, t)
     assert t['backbone.patch_embed.proj.weight'][:2] == pytest.approx(
@@ -168,7 +168,7 @@ def _check_mamba_plain(model, n):
     assert t['backbone.layers.1.mixer.D_b'][:2] == pytest.approx((BASE_LR * scale(2, n), 0.))
     assert t['backbone.layers.0.mixer.A_log'][1] == 0.
     assert t['backbone.layers.0.mixer.D'][1] == 0.
-    assert t['backbone.layers.0.norm.weight'][1] == 0.
+    assert t[f'backbone.layers.0.{norm}.weight'][1] == 0.
     assert t['backbone.layers.0.mixer.x_proj.weight'][1] == BASE_WD
     assert t['neck.0.weight'][0] == pytest.approx(BASE_LR)
     return t
@@ -184,7 +184,10 @@ def test_vim():
 def test_arm():
     ARM = backbone_cls('arm', 'ARM')
     bb = ARM(arch='base', embed_dim=32, depth=2, d_state=4, img_size=64, out_indices=(1,))
-    t = _check_mamba_plain(Detector(bb), 2)
+    t = _check_mamba_plain(Detector(bb), 2, norm='norm1')
+    assert t['backbone.layers.1.norm2.bias'][:2] == pytest.approx((BASE_LR * scale(2, 2), 0.))
+    assert t['backbone.layers.1.mlp.w1.weight'][:2] == pytest.approx(
+        (BASE_LR * scale(2, 2), BASE_WD))
     for s in ('c', 'c_b'):
         assert t[f'backbone.layers.0.mixer.A_{s}_log'][1] == 0.
         assert t[f'backbone.layers.0.mixer.D_{s}'][1] == 0.
