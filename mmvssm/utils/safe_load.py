@@ -16,6 +16,7 @@ we add an explicit allow-list of the harmless objects these checkpoints are know
 Any other class is still refused by torch with an ``UnpicklingError``.
 """
 import argparse
+import pickle
 from collections import OrderedDict
 
 import torch
@@ -23,11 +24,26 @@ import torch
 _APPLIED = False
 
 
+def _history_buffer_getattr(obj, name):
+    """``getattr`` as mmengine checkpoints use it (``HistoryBuffer.<statistic>``), nothing else."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    if obj is not HistoryBuffer or not isinstance(name, str) or name.startswith('_'):
+        raise pickle.UnpicklingError(
+            f'weights_only load: getattr({getattr(obj, "__name__", type(obj).__name__)}, '
+            f'{name!r}) is not allowed (only public HistoryBuffer attributes)')
+    return getattr(obj, name)
+
+
 def _allow_list():
     allowed = [argparse.Namespace, (OrderedDict, 'yacs.config.CfgNode')]
     try:
         from mmengine.logging.history_buffer import HistoryBuffer
         allowed.append(HistoryBuffer)
+        # HistoryBuffer.__getstate__ also pickles its statistics functions (HistoryBuffer.min,
+        # .max, .current, .mean), which pickle as ``getattr(HistoryBuffer, 'min')``: resume of any
+        # mmengine checkpoint needs 'builtins.getattr'. Map that name to a getattr restricted to
+        # public HistoryBuffer attributes instead of allowing the real builtin.
+        allowed.append((_history_buffer_getattr, 'builtins.getattr'))
     except ImportError:
         pass
     try:
