@@ -216,3 +216,24 @@ def test_published_params_and_flops(config, params, flops):
     assert not [k for k in res['unsupported'] if 'SelectiveScan' in k or 'Mamba' in k]
     assert abs(res['params'] / params - 1) < 0.01, res['params']
     assert abs(res['flops'] / flops - 1) < 0.01, res['flops']
+
+
+@pytest.mark.parametrize('config,shape', [('seg/demo/upernet_vim_t_toy_ade.py', (64, 96)),
+                                          ('det/demo/mask_rcnn_vim_t_fpn_toy_coco.py', (96, 64))])
+def test_get_flops_cli(config, shape, capsys):
+    path = REPO / 'configs' / config
+    if not path.is_file():
+        pytest.skip(f'{path} not written yet')
+    _backbones()
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('_get_flops', REPO / 'tools' / 'get_flops.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    params, flops = tool.main([str(path), '--shape', *map(str, shape),
+                               '--cfg-options', 'model.backbone.drop_path_rate=0.0'])
+    out = capsys.readouterr().out
+    assert f'Input shape: (3, {shape[0]}, {shape[1]})' in out
+    assert f'Params: {params / 1e6:.3f} M' in out and f'FLOPs: {flops / 1e9:.2f} G' in out
+    counted_as_zero = [ln for ln in out.splitlines() if ln.startswith('Counted as 0')]
+    assert not any('SelectiveScan' in ln for ln in counted_as_zero)
+    assert params > 0 and flops > 0
