@@ -21,7 +21,9 @@ model = dict(
         drop_path_rate=0.1,
         with_cp=False,
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
-    neck=dict(type='DeconvPyramid', in_channels=embed_dim, norm_cfg={{_base_.norm_cfg}}),
+    # SyncBN as the heads (published UperNet setting); BN in single-process / CPU runs
+    neck=dict(type='DeconvPyramid', in_channels=embed_dim,
+              norm_cfg=dict(type='SyncBN', requires_grad=True)),
     decode_head=dict(in_channels=[embed_dim] * 4, channels=embed_dim),
     auxiliary_head=dict(in_channels=embed_dim))
 

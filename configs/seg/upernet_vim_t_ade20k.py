@@ -2,8 +2,8 @@
 # Published (research/anchors.md §1.6, paper Tab. 2): 41.0 mIoU (single scale), 13M params.
 # Model as Vim's segmentation code (anchors §1.4): the maps of blocks 5/11/17/23, the mixer
 # output (``feature_source='hidden'``, the official ``use_residual_as_feature=False`` of the
-# Vim-T config), the ``fpn1..fpn4`` deconvolution pyramid (``DeconvPyramid``, norm = the heads'
-# ``norm_cfg``, SyncBN as official), UPerHead with 192 channels (not the usual 512: that is why
+# Vim-T config), the ``fpn1..fpn4`` deconvolution pyramid (``DeconvPyramid``, SyncBN as
+# official and as the heads), UPerHead with 192 channels (not the usual 512: that is why
 # the model has 13M parameters), auxiliary FCNHead on level 3, drop path 0.1.
 # Recipe: the paper's (App. B): AdamW lr 6e-5, weight decay 0.01, batch 16, 160k iterations,
 # warm-up 1500 -- which is configs/_base_/seg/upernet_160k_ade20k.py -- plus the layer-wise lr
@@ -28,7 +28,7 @@ model = dict(
         with_cp=False,
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
     neck=dict(type='DeconvPyramid', in_channels=embed_dim,
-              norm_cfg={{_base_.norm_cfg}}),
+              norm_cfg=dict(type='SyncBN', requires_grad=True)),
     decode_head=dict(in_channels=[embed_dim] * 4, channels=embed_dim),
     auxiliary_head=dict(in_channels=embed_dim))
 
