@@ -16,6 +16,14 @@ scope unless ``--shape`` is given:
   (``mode='tensor'``; the auxiliary head is not run, as in mmseg's ``get_flops.py``).
 
 ``Params`` counts every parameter of the built model (auxiliary heads included), as VMamba does.
+
+The model is counted in eval mode. This reproduces VMamba's recorded numbers to the unit
+(Mask R-CNN VMamba-T [s1l8]: 49.755M / 271163376640; UperNet: 61.903M / 948.78G). VMamba's own
+Mask R-CNN R50 row (260.152G) is 0.36G above this tool's 259.791G: its ``mmdet_flops`` never
+calls ``model.eval()``, so layer2-4 BatchNorms of the (``norm_eval`` but not yet ``train()``-ed)
+ResNet are traced in training mode and counted as ``5·numel`` instead of ``2·numel``
+(3 x 120.32M elements = 360.96M). The vision-Mamba models have no BatchNorm in backbone or
+heads, so their counts do not depend on the mode.
 """
 import argparse
 import importlib
