@@ -31,13 +31,16 @@ def selective_scan_ref_math(u, delta, A, B, C, D=None, z=None, delta_bias=None, 
     if C.dim() == 4:
         C = C.repeat_interleave(dim // C.shape[1], dim=1)
     x = u.new_zeros((batch, dim, A.shape[1]))
+    # unbind (not indexing) so that autograd stacks the per-step gradients once instead of
+    # scattering every step into a full-size zero tensor (quadratic in L)
+    a_steps, b_steps, c_steps = delta_a.unbind(2), delta_b_u.unbind(2), C.unbind(-1)
     ys = []
     for i in range(seqlen):
-        x = delta_a[:, :, i] * x + delta_b_u[:, :, i]
+        x = a_steps[i] * x + b_steps[i]
         if C.dim() == 4:
-            ys.append(torch.einsum('bdn,bdn->bd', x, C[:, :, :, i]))
+            ys.append(torch.einsum('bdn,bdn->bd', x, c_steps[i]))
         else:
-            ys.append(torch.einsum('bdn,bn->bd', x, C[:, :, i]))
+            ys.append(torch.einsum('bdn,bn->bd', x, c_steps[i]))
     y = torch.stack(ys, dim=2)
     out = y if D is None else y + u * D[:, None]
     if z is not None:

@@ -118,6 +118,11 @@ def _check(u, delta, A, B, C, D, z, delta_bias):
             raise ValueError(f'selective_scan: {name} is on {t.device} but u is on {u.device}')
 
 
+def _device_is_cuda(device):
+    """Whether tensors on ``device`` go to the CUDA kernel (a seam for tests with a fake CUDA module)."""
+    return device.type == 'cuda'
+
+
 def resolve_backend(backend=None, device=None):
     """Name of the backend that would run for tensors on ``device`` (explicit > env var > automatic)."""
     device = torch.device('cpu') if device is None else torch.device(device)
@@ -125,7 +130,7 @@ def resolve_backend(backend=None, device=None):
     name = str(name).strip().lower()
     source = 'backend=' if backend is not None else f'{ENV_VAR}='
     if name == 'auto':
-        if device.type == 'cuda' and load_cuda_module()[0] is not None:
+        if _device_is_cuda(device) and load_cuda_module()[0] is not None:
             return 'cuda'
         if device.type == 'cpu' and load_cpu_extension()[0] is not None:
             return 'cpu'
@@ -133,7 +138,7 @@ def resolve_backend(backend=None, device=None):
     if name not in BACKENDS:
         raise ValueError(f'selective_scan: unknown backend {source}{name!r}; choose one of {BACKENDS} or "auto"')
     if name == 'cuda':
-        if device.type != 'cuda':
+        if not _device_is_cuda(device):
             raise BackendUnavailableError(
                 f'selective_scan: backend "cuda" ({source}cuda) needs CUDA tensors, got tensors on {device}')
         mod, reason = load_cuda_module()
