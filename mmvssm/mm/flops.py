@@ -8,7 +8,8 @@ handles for
 - mmvssm's scan Functions (``mmvssm.ops.SCAN_FUNCTION_NAMES``) and the scan Functions of
   mamba-ssm / VMamba (``SelectiveScanFn``, ``SelectiveScanMamba``, ``SelectiveScanOflex``, ...):
   VMamba's accepted count (state-spaces/mamba#110)
-  ``9·B·L·D·N`` + ``B·D·L`` when the ``D`` skip is given + ``B·D·L`` when the ``z`` gate is fused,
+  ``9·B·L·D·N``, + ``B·D·L`` when the ``D`` skip is given, + ``B·D·L`` when the ``z`` gate
+  is fused,
   with ``D`` the total scanned channels (all directions of one call);
 - mamba-ssm's fused ``MambaInnerFn`` (and Vim's ``MambaInnerFnNoOutProj``, ``BiMambaInnerFn``):
   the scan plus the conv1d / x_proj / dt_proj (/ out_proj) products hidden inside the Function;

@@ -16,9 +16,10 @@ Config::
 
 Each trainable parameter gets ``lr = base_lr * layer_decay_rate ** (num_layers + 1 - layer_id)``;
 parameters outside the backbone (neck, heads) get layer id ``num_layers + 1`` (scale 1).
-Weight decay is 0 for: biases (``*.bias``, and packed ones such as VSSM's 2-D
-``dt_projs_bias``, which Vim/ARM store as 1-D ``dt_proj.bias``) and every 1-D parameter, every parameter of a normalisation layer
-(LayerNorm, LayerNorm2d, RMSNorm, GroupNorm, BatchNorm, ...), position embeddings / cls tokens,
+Weight decay is 0 for: biases (``*.bias``, and packed ones such as VSSM's 2-D ``dt_projs_bias``,
+which Vim/ARM store as 1-D ``dt_proj.bias``) and every 1-D parameter, every parameter of a
+normalisation layer (LayerNorm, LayerNorm2d, RMSNorm, GroupNorm, BatchNorm, ...), position
+embeddings / cls tokens,
 the SSM parameters ``A_log*`` / ``A_logs`` / ``A_b_log`` ... and the skip ``D`` / ``D_b`` /
 ``D_c`` / ``D_c_b`` / ``Ds``, and any parameter flagged ``_no_weight_decay = True``.
 Frozen parameters (``requires_grad=False``) are left out of the optimizer.

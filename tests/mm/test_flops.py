@@ -265,8 +265,8 @@ def test_scan_flops_exact_vim():
 
 
 @pytest.mark.xfail(raises=RuntimeError, strict=False,
-                   reason='mmvssm/layers/mamba_mixer.py checks `(n_extra == 1) != ...` on the traced '
-                          'sequence length (a tensor under jit tracing) -> aten::ne(Tensor, bool) '
+                   reason='mmvssm/layers/mamba_mixer.py checks `(n_extra == 1) != ...` on the '
+                          'traced sequence length (a tensor under jit tracing) -> aten::ne(Tensor, bool) '
                           'internal assert; int(seq_len) in the mixer fixes it')
 def test_scan_flops_exact_arm():
     ARM = _backbones().ARM

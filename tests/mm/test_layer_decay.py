@@ -1,4 +1,4 @@
-"""MambaLayerDecayOptimWrapperConstructor: lr scales, no-decay sets, coverage, building from config."""
+"""MambaLayerDecayOptimWrapperConstructor: lr scales, no-decay sets, coverage, config build."""
 import importlib
 
 import pytest
