@@ -174,3 +174,20 @@ def test_convert_rejects_wrong_family(tmp_path):
         load_tool('convert_checkpoint').convert(str(src), str(tmp_path / 'x.pth'),
                                                 family='mambaout', arch='femto')
     assert not (tmp_path / 'x.pth').exists()
+
+
+def test_convert_by_zoo_name(tmp_path, capsys):
+    """``--name`` picks family, arch and key; a timm-layout flat file of MambaOut-Femto."""
+    MambaOut = backbone('mambaout')
+    torch.manual_seed(0)
+    sd = {k: v for k, v in MambaOut(arch='femto', out_norm=False).state_dict().items()}
+    sd['head.fc.weight'] = torch.zeros(1000, 288)
+    src, dst = tmp_path / 'mambaout_femto.pth', tmp_path / 'femto_mmvssm.pth'
+    torch.save(sd, src)
+    load_tool('convert_checkpoint').main([str(src), str(dst), '--name', 'mambaout_femto'])
+    assert 'dropped 1 keys' in capsys.readouterr().out
+    out = torch.load(dst, weights_only=True)
+    assert out['meta']['zoo_name'] == 'mambaout_femto' and out['meta']['arch'] == 'femto'
+    for k, v in sd.items():
+        if not k.startswith('head.'):
+            torch.testing.assert_close(out['state_dict'][k], v, rtol=0, atol=0)
