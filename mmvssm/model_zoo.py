@@ -43,8 +43,9 @@ class ZooEntry:
         url: download URL; None when unknown.
         hf_repo: Hugging Face repository id, when the file lives there.
         key: top-level key of the weights (None: a flat state dict).
-        verified: the URL/file name was read from the release page or official code
-            (False: taken from third-party scripts or not known).
+        verified: the URL/file name is given by the official README / code or the HF file
+            listing (per the research notes); False: taken from third-party scripts, or unknown.
+            Nothing here was downloaded to check it.
         note: anything a user should know (EMA copy, pretraining vs fine-tuned, ...).
     """
     name: str
@@ -189,7 +190,8 @@ def model_zoo_markdown() -> str:
         '`mmvssm.model_zoo.checkpoint_url(name)`.',
         '',
         '"key" is the top-level entry holding the weights (found automatically);',
-        '"verified: no" marks locations not confirmed on the release page.',
+        '"verified: yes": the location is given by the official README/code or the Hugging Face',
+        'file listing; "no": taken from third-party scripts, or unknown.',
     ]
     for fam in FAMILIES:
         lines += ['', f'## {_FAMILY_TITLES[fam]}', '',
