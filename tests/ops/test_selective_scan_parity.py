@@ -132,7 +132,7 @@ def test_fp64_computes_in_fp64(backend):
 @pytest.mark.parametrize('backend', backend_params(('cpu', 'torch')))
 def test_stress_long_sequence_finite(backend):
     """A = -exp(U[0, 4]), delta up to 3, L = 64000: no inf / nan anywhere (output, state, gradients)."""
-    inp = make_inputs(1, 16, 64000, 16, 2, stress=True, seed=7)
+    inp = make_inputs(1, 8, 64000, 4, 2, stress=True, seed=7)
     args, out, st = _run(backend, inp, True, True)
     assert torch.isfinite(out).all() and torch.isfinite(st).all()
     grads = torch.autograd.grad(out.sum(), [args[k] for k in GRAD_NAMES])
