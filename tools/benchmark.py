@@ -758,50 +758,70 @@ def write_markdown(path: str, results: List[dict], env: dict) -> None:
 
 
 def write_plot(path: str, results: List[dict]) -> None:
+    """Latency and memory vs input size, log-log, one line per model (and mode / dtype).
+
+    x = equivalent square side ``sqrt(H * W)``: square sizes are joined by the line, non-square
+    sizes (800x1280, 512x2048: the same pixel count as ~1024^2) are hollow markers of the
+    model's colour, one marker shape per size.
+    """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     ok = [r for r in results if r.get('status') == 'ok']
     series: Dict[tuple, List[dict]] = {}
     for r in ok:
         key = (label_of(r), r['mode'] + (' +cp' if r.get('with_cp') else ''), r['dtype'])
         series.setdefault(key, []).append(r)
     several = len({k[1:] for k in series}) > 1
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
-    sizes = {}
-    for i, (key, rs) in enumerate(sorted(series.items())):
-        rs = sorted(rs, key=lambda r: r['size'][0] * r['size'][1])
-        xs = [r['size'][0] * r['size'][1] / 1e6 for r in rs]
-        for r, xv in zip(rs, xs):
-            sizes[xv] = size_str(r['size'])
-        is_base = baseline_of(rs[0]) is None and not rs[0].get('config')
-        style = dict(marker='o' if not is_base else 's', linestyle='--' if is_base else '-',
-                     label=key[0] + (f' [{key[1]} {key[2]}]' if several else ''))
-        axes[0].plot(xs, [r['latency_ms'] for r in rs], **style)
-        mem = [mem_of(r) for r in rs]
-        if any(m is not None for m in mem):
-            axes[1].plot([xv for xv, m in zip(xs, mem) if m is not None],
-                         [m for m in mem if m is not None], **style)
+    odd_sizes = sorted({tuple(r['size']) for r in ok if r['size'][0] != r['size'][1]},
+                       key=lambda hw: hw[0] * hw[1])
+    odd_marker = dict(zip(odd_sizes, 'Dv^PX*<>'))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.4))
     cuda = any(r.get('device') == 'cuda' for r in ok)
+    ticks = set()
+    for i, (key, rs) in enumerate(sorted(series.items())):
+        rs = sorted(rs, key=lambda r: (r['size'][0] * r['size'][1], r['size'][0]))
+        is_base = baseline_of(rs[0]) is None and not rs[0].get('config')
+        color = f'C{i % 10}'
+        label = key[0] + (f' [{key[1]} {key[2]}]' if several else '')
+        for ax, get in ((axes[0], lambda r: r.get('latency_ms')), (axes[1], mem_of)):
+            sq = [(r['size'][0], get(r)) for r in rs
+                  if r['size'][0] == r['size'][1] and get(r) is not None]
+            if sq:
+                ax.plot([p[0] for p in sq], [p[1] for p in sq], color=color, label=label,
+                        marker='s' if is_base else 'o', linestyle='--' if is_base else '-',
+                        markersize=5)
+                ticks.update(p[0] for p in sq)
+            for r in rs:
+                if r['size'][0] != r['size'][1] and get(r) is not None:
+                    ax.plot([(r['size'][0] * r['size'][1]) ** 0.5], [get(r)], linestyle='none',
+                            marker=odd_marker[tuple(r['size'])], markersize=8,
+                            markerfacecolor='none', markeredgecolor=color,
+                            label=None if sq else label)
     axes[0].set_ylabel('latency (ms, median)')
     axes[1].set_ylabel('peak CUDA memory allocated (MB)' if cuda
                        else 'peak RSS increment over imports (MB)')
     for ax in axes:
         ax.set_xscale('log')
         ax.set_yscale('log')
-        ax.set_xlabel('input size (megapixels, log)')
+        ax.set_xlabel('input size (side of a square with the same pixel count, log)')
         ax.grid(True, which='both', alpha=0.3)
-        if sizes:
-            ticks = sorted(sizes)
-            ax.set_xticks(ticks)
-            ax.set_xticklabels([sizes[t] for t in ticks], rotation=45, fontsize=8)
+        if ticks:
+            ax.set_xticks(sorted(ticks))
+            ax.set_xticklabels([str(t) for t in sorted(ticks)], fontsize=8)
             ax.minorticks_off()
     axes[0].set_title('Latency vs resolution')
     axes[1].set_title('Peak memory vs resolution')
     handles, labels = axes[0].get_legend_handles_labels()
+    for hw, mk in odd_marker.items():
+        handles.append(Line2D([], [], linestyle='none', marker=mk, markerfacecolor='none',
+                              markeredgecolor='k', markersize=8))
+        labels.append(f'{size_str(hw)} (hollow)')
     if handles:
-        fig.legend(handles, labels, loc='lower center', ncol=min(4, len(labels)), fontsize=8)
-    fig.tight_layout(rect=(0, 0.1 if handles else 0, 1, 1))
+        fig.legend(handles, labels, loc='lower center', ncol=min(5, len(labels)), fontsize=8)
+    rows = -(-len(labels) // 5) if handles else 0
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * rows, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
