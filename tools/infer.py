@@ -96,7 +96,9 @@ def infer_det(cfg, args, images, device, tools):
     from mmdet.registry import VISUALIZERS
     with tools.own_checkpoint_globals():
         model = init_detector(cfg, args.checkpoint, device=device)
-    visualizer = VISUALIZERS.build(model.cfg.visualizer)
+    vis_cfg = dict(model.cfg.visualizer)
+    vis_cfg.update(save_dir=None, vis_backends=None, name=f'mmvssm_infer_{os.getpid()}_{id(args)}')
+    visualizer = VISUALIZERS.build(vis_cfg)
     visualizer.dataset_meta = model.dataset_meta
     outs = []
     for path in images:
@@ -120,7 +122,9 @@ def infer_seg(cfg, args, images, device, tools):
         model = init_model(cfg, args.checkpoint, device=device)
     model = revert_sync_batchnorm(model)  # mmseg's init_model keeps SyncBN (single process here)
     vis_cfg = dict(model.cfg.visualizer)
-    vis_cfg.update(alpha=args.opacity, save_dir=None, vis_backends=None)
+    # own instance name: a visualizer named 'visualizer' may already exist in this process
+    vis_cfg.update(alpha=args.opacity, save_dir=None, vis_backends=None,
+                   name=f'mmvssm_infer_{os.getpid()}_{id(args)}')
     visualizer = VISUALIZERS.build(vis_cfg)
     visualizer.dataset_meta = model.dataset_meta
     outs = []

@@ -67,7 +67,10 @@ def _visualize(cfg, args, scope):
             hook['test_out_dir'] = args.show_dir
         else:
             cfg.visualizer['save_dir'] = args.show_dir
-            hook['interval'] = 1
+            # a fresh visualizer (the runner names it after the run): mmseg's fixed name
+            # 'visualizer' would reuse an instance an earlier run made in this process
+            cfg.visualizer.pop('name', None)
+            hook['interval'] = 1  # every image (mmseg's default draws every 50th)
 
 
 def _tta(cfg, scope):
