@@ -121,6 +121,10 @@ def main(argv=None):
     if args.out is not None and scope == 'mmdet' and not args.out.endswith(('.pkl', '.pickle')):
         raise ValueError(f'--out must be a .pkl file for detection, got {args.out!r}')
 
+    from mmvssm.mm.preflight import explain_data_errors, preflight
+    preflight(cfg, 'test', checkpoint=args.checkpoint, config_name=args.config)
+    explain_data_errors()
+
     tools.adapt_to_device(cfg, args.launcher)
     runner = tools.build_runner(cfg)
     if args.out is not None and scope == 'mmdet':

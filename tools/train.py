@@ -209,6 +209,11 @@ def main(argv=None):
         cfg.resume = True
         cfg.load_from = args.resume
 
+    # fail early, naming the file, before the runner writes anything (mmvssm.mm.preflight)
+    from mmvssm.mm.preflight import explain_data_errors, preflight
+    preflight(cfg, 'train', config_name=args.config)
+    explain_data_errors()
+
     adapt_to_device(cfg, args.launcher)
     runner = build_runner(cfg)
     runner.train()
