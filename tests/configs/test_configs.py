@@ -113,6 +113,14 @@ def test_config_loads_with_recipe_and_no_stale_keys(rel):
     stale = sorted(set(bb) - set(params) - {'type'})
     assert not stale, f'{rel}: backbone keys {stale} are not {bb.type} arguments'
     assert bb.init_cfg.type == 'Pretrained' and bb.init_cfg.checkpoint
+    # the official ImageNet weights of this arch, as listed in the model zoo
+    from mmvssm import model_zoo
+    entry = model_zoo.find_by_url(bb.init_cfg.checkpoint)
+    if bb.type == 'ARM':  # no published file URL: a local path the user fills in
+        assert entry is None and '://' not in bb.init_cfg.checkpoint
+    else:
+        assert entry is not None, f'{rel}: {bb.init_cfg.checkpoint} is not in the model zoo'
+        assert (entry.family, entry.arch) == (_family(rel), bb.arch)
     neck = cfg.model.get('neck')
     if isinstance(neck, dict) and MODELS.get(neck.type) is not None and \
             neck.type in ('SimpleFeaturePyramid', 'DeconvPyramid'):
