@@ -169,6 +169,7 @@ class MambaMixer(nn.Module):
         """``x``: ``(B, L, D)``; ``hw``: patch grid (needed by the column directions);
         ``cls_index``: index of the one extra (cls) token in the sequence, if any."""
         b, seq_len, _ = x.shape
+        seq_len = int(seq_len)  # a plain int under jit tracing too (FLOP counting)
         k, di, n, r = len(self.directions), self.d_inner, self.d_state, self.dt_rank
         xz = self.in_proj(x).transpose(1, 2)  # (B, 2*Di, L)
         hw = None if hw is None else (int(hw[0]), int(hw[1]))

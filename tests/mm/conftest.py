@@ -2,4 +2,4 @@
 
 
 def pytest_configure(config):
-    config.addinivalue_line('markers', 'slow: full-size FLOPs counts (set MMVSSM_SLOW_TESTS=1)')
+    config.addinivalue_line('markers', 'slow: full-size FLOPs counts (run by default; deselect with -m "not slow")')
