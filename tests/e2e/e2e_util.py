@@ -92,3 +92,11 @@ def save_initial_checkpoint(config, work_dir, cwd):
                              work_dir=str(work_dir))
     run([PY, '-c', code], cwd=cwd)
     return osp.join(str(work_dir), 'iter_0.pth')
+
+
+def load_ckpt(path):
+    """``torch.load`` with torch's default ``weights_only=True``: mmengine checkpoints need
+    mmvssm's allow-list (HistoryBuffer, numpy), registered by ``import mmvssm``."""
+    import mmvssm  # noqa: F401
+    import torch
+    return torch.load(str(path), map_location='cpu')

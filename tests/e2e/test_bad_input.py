@@ -1,7 +1,10 @@
 """Bad input on the train / test path: each a clear error naming the file, and an existing work
 dir keeps its contents (mmvssm.mm.preflight, called by tools/train.py and tools/test.py before
 the runner is built; data errors while loading named by ``explain_data_errors``).
+
+The tools run in-process (their ``main(argv)``; no mmdet / mmseg import per case).
 """
+import importlib.util
 import json
 import os.path as osp
 import shutil
@@ -9,6 +12,31 @@ import shutil
 import pytest
 
 import e2e_util as U
+
+
+def _tool(name):
+    spec = importlib.util.spec_from_file_location(f'_e2e_tool_{name}',
+                                                  osp.join(U.TOOLS, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Result:
+    def __init__(self, exc):
+        self.returncode = 1 if exc is not None else 0
+        self.exc = exc
+        self.stdout = f'{type(exc).__name__}: {exc}' if exc is not None else ''
+
+
+def _main(name, *argv, cwd, monkeypatch):
+    """Run ``tools/<name>.py`` in-process in ``cwd``; the raised exception as a result."""
+    monkeypatch.chdir(cwd)
+    try:
+        _tool(name).main([str(a) for a in argv])
+    except Exception as e:  # noqa: BLE001  (the error is what is tested)
+        return _Result(e)
+    return _Result(None)
 
 
 @pytest.fixture
@@ -31,7 +59,7 @@ def _unchanged(w, allow_new_log_dir=False):
 
 
 def _fails(proc, *needles):
-    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert proc.returncode != 0, 'no error'
     for n in needles:
         assert str(n) in proc.stdout, (n, proc.stdout[-3000:])
 
@@ -40,44 +68,46 @@ def _copy_toy(toy_root, dst, kind):
     shutil.copytree(toy_root / 'data' / 'toy' / kind, dst / 'data' / 'toy' / kind)
 
 
-def test_missing_data_root(tmp_path, work_dir):
-    proc = U.tool('train.py', U.SEG_DEMO, '--work-dir', work_dir, cwd=tmp_path, check=False)
+def test_missing_data_root(tmp_path, work_dir, monkeypatch):
+    proc = _main('train', U.SEG_DEMO, '--work-dir', work_dir, cwd=tmp_path,
+                 monkeypatch=monkeypatch)
     _fails(proc, 'PreflightError', 'data root not found',
            tmp_path / 'data' / 'toy' / 'ade' / 'ADEChallengeData2016')
     _unchanged(work_dir)
 
 
-def test_missing_checkpoint(toy_root, work_dir):
+def test_missing_checkpoint(toy_root, work_dir, monkeypatch):
     missing = toy_root / 'no_such_dir' / 'iter_99.pth'
-    proc = U.tool('test.py', U.SEG_DEMO, missing, '--work-dir', work_dir, cwd=toy_root,
-                  check=False)
+    proc = _main('test', U.SEG_DEMO, missing, '--work-dir', work_dir, cwd=toy_root,
+                 monkeypatch=monkeypatch)
     _fails(proc, 'PreflightError', 'checkpoint not found', missing)
     _unchanged(work_dir)
-    proc = U.tool('train.py', U.SEG_DEMO, '--work-dir', work_dir, '--cfg-options',
-                  f'load_from={missing}', cwd=toy_root, check=False)
+    proc = _main('train', U.SEG_DEMO, '--work-dir', work_dir, '--cfg-options',
+                 f'load_from={missing}', cwd=toy_root, monkeypatch=monkeypatch)
     _fails(proc, 'PreflightError', 'load_from: checkpoint not found', missing)
     _unchanged(work_dir)
 
 
-def test_wrong_annotation_schema(toy_root, tmp_path, work_dir):
+def test_wrong_annotation_schema(toy_root, tmp_path, work_dir, monkeypatch):
     _copy_toy(toy_root, tmp_path, 'coco')
     ann = tmp_path / 'data' / 'toy' / 'coco' / 'annotations' / 'instances_train2017.json'
     data = json.loads(ann.read_text())
     data['imgs'] = data.pop('images')  # e.g. a hand-written converter with the wrong key
     ann.write_text(json.dumps(data))
-    proc = U.tool('train.py', U.DET_DEMO, '--work-dir', work_dir, cwd=tmp_path, check=False)
+    proc = _main('train', U.DET_DEMO, '--work-dir', work_dir, cwd=tmp_path,
+                 monkeypatch=monkeypatch)
     _fails(proc, 'PreflightError', "lacks the COCO key(s) ['images']", ann)
     _unchanged(work_dir)
 
 
-def test_corrupt_image(toy_root, tmp_path, work_dir):
+def test_corrupt_image(toy_root, tmp_path, work_dir, monkeypatch):
     _copy_toy(toy_root, tmp_path, 'ade')
     img = (tmp_path / 'data' / 'toy' / 'ade' / 'ADEChallengeData2016' / 'images' / 'training' /
            'ADE_train_00000001.jpg')
     img.write_bytes(b'')  # e.g. an interrupted download (OpenCV's own error names no file)
-    proc = U.tool('train.py', U.SEG_DEMO, '--work-dir', work_dir, '--cfg-options',
-                  'train_dataloader.sampler.shuffle=False', 'train_cfg.max_iters=1',
-                  cwd=tmp_path, check=False)
+    proc = _main('train', U.SEG_DEMO, '--work-dir', work_dir, '--cfg-options',
+                 'train_dataloader.sampler.shuffle=False', 'train_cfg.max_iters=1',
+                 cwd=tmp_path, monkeypatch=monkeypatch)
     _fails(proc, 'DataLoadError', 'LoadImageFromFile failed on', img)
     _unchanged(work_dir, allow_new_log_dir=True)  # the runner's log of the failed run is added
 

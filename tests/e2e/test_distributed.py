@@ -29,7 +29,7 @@ def _free_port():
 
 
 def _weights(path):
-    return torch.load(path, map_location='cpu')['state_dict']
+    return U.load_ckpt(path)['state_dict']
 
 
 def test_two_processes_match_one(toy_root):

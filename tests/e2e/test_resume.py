@@ -16,7 +16,6 @@ import subprocess
 import time
 
 import pytest
-import torch
 
 import e2e_util as U
 
@@ -50,8 +49,7 @@ def test_kill_and_resume(toy_root):
     assert ckpt_iter in (4, 8), ckpt
     assert ckpt_iter < 12  # killed mid-way
     # the checkpoint loads with torch's default weights_only=True (+ mmvssm's allow-list)
-    import mmvssm  # noqa: F401
-    meta = torch.load(ckpt, map_location='cpu')['meta']
+    meta = U.load_ckpt(ckpt)['meta']
     assert meta['iter'] == ckpt_iter
 
     proc = U.tool('train.py', U.SEG_EXACT, '--work-dir', work, '--resume', cwd=toy_root)
@@ -63,8 +61,8 @@ def test_kill_and_resume(toy_root):
         want = ref_log[r['iter']]
         assert r['lr'] == pytest.approx(want['lr'], rel=1e-9), (r, want)
         assert r['loss'] == pytest.approx(want['loss'], rel=1e-4), (r, want)
-    w_ref = torch.load(osp.join(ref, 'iter_12.pth'), map_location='cpu')['state_dict']
-    w_res = torch.load(osp.join(work, 'iter_12.pth'), map_location='cpu')['state_dict']
+    w_ref = U.load_ckpt(osp.join(ref, 'iter_12.pth'))['state_dict']
+    w_res = U.load_ckpt(osp.join(work, 'iter_12.pth'))['state_dict']
     diff = max((w_ref[k] - w_res[k]).abs().max().item() for k in w_ref)
     print(f'resumed from iter {ckpt_iter}; max |w_ref - w_resumed| at iter 12 = {diff:.3g}')
     assert diff < 1e-4

@@ -22,13 +22,15 @@ model = dict(
     decode_head=dict(norm_cfg=gn, dropout_ratio=0.0),
     auxiliary_head=dict(norm_cfg=gn, dropout_ratio=0.0))
 train_dataloader = dict(batch_size=2, sampler=dict(seed=0), dataset=dict(pipeline=pipeline))
-val_dataloader = dict(dataset=dict(pipeline=pipeline))
-test_dataloader = val_dataloader
+# training only (IterBasedTrainLoop would also validate at the last iteration)
+val_dataloader = None
+val_cfg = None
+val_evaluator = None
 
 max_iters = 12
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=4, end=max_iters, by_epoch=False),
 ]
-train_cfg = dict(max_iters=max_iters, val_interval=1000)  # no validation
+train_cfg = dict(max_iters=max_iters)
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=4, max_keep_ckpts=1))
