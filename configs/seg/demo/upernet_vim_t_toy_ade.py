@@ -8,10 +8,10 @@
 #   and a short side of 192 replace 512 / 2048x512; no PhotoMetricDistortion (hue is a cue here);
 # * model size: 8 Vim blocks of width 96 (Vim-T: 24 x 192), 64-channel heads (192);
 # * no ImageNet weights (``init_cfg=None``: the demo must run offline), so a from-scratch
-#   schedule: 480 iterations, batch 8, lr 1e-3 with 30 warm-up iterations, poly decay to 0;
-# * runtime: validation every 240 iterations and at the end, a checkpoint every 120 (the last 2
-#   kept, written atomically by mmvssm's AtomicCheckpointHook), a log line every 10 iterations,
-#   no worker processes (2 cores).
+#   schedule: 320 iterations, batch 8, lr 1e-3 with 30 warm-up iterations, poly decay to 0;
+# * runtime: validation every 160 iterations (mid-way and at the end), a checkpoint every 80
+#   (the last 2 kept, written atomically by mmvssm's AtomicCheckpointHook), a log line every 10
+#   iterations, no worker processes (2 cores).
 _base_ = ['../upernet_vim_t_ade20k.py']
 custom_imports = dict(imports=['mmvssm', 'mmvssm.datasets.ade_toy'], allow_failed_imports=False)
 
@@ -53,18 +53,18 @@ model = dict(
     auxiliary_head=dict(in_channels=embed_dim, channels=32, num_classes=num_classes))
 
 # ---- schedule ------------------------------------------------------------------------------
-max_iters = 480
+max_iters = 320
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=30),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=30, end=max_iters, by_epoch=False),
 ]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=240)
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=160)
 
 # ---- runtime -------------------------------------------------------------------------------
 default_hooks = dict(
     logger=dict(interval=10, log_metric_by_epoch=False),
-    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=120, max_keep_ckpts=2,
+    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=80, max_keep_ckpts=2,
                     save_last=True))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
