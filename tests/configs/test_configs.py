@@ -217,3 +217,19 @@ def test_layer_decay_optimizer_from_config(rel):
     assert scales[f'layer_{n + 1}_decay'] == 1.0  # neck and heads
     assert scales['layer_1_decay'] == pytest.approx(rate ** n)
     assert scales['layer_0_no_decay'] == pytest.approx(rate ** (n + 1))  # pos_embed, cls_token
+
+
+def test_list_neck_builds_a_sequential():
+    """mmengine's model builder turns a list of neck dicts into a ``Sequential`` (how an adapter
+    can be chained before an mmdet FPN); our plain-backbone configs use the adapter alone."""
+    from mmengine.model import Sequential
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    import mmvssm  # noqa: F401
+    from mmdet.registry import MODELS
+    neck = MODELS.build([
+        dict(type='DeconvPyramid', in_channels=8, norm_cfg=dict(type='BN')),
+        dict(type='FPN', in_channels=[8] * 4, out_channels=16, num_outs=5)])
+    assert isinstance(neck, Sequential)
+    outs = neck((torch.randn(1, 8, 5, 7), ) * 4)
+    assert [tuple(o.shape[-2:]) for o in outs] == [(20, 28), (10, 14), (5, 7), (3, 4), (2, 2)]

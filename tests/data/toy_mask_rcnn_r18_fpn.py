@@ -18,7 +18,11 @@ model = dict(
         bbox_roi_extractor=dict(out_channels=64),
         bbox_head=dict(in_channels=64, fc_out_channels=128, num_classes=4),
         mask_roi_extractor=dict(out_channels=64),
-        mask_head=dict(in_channels=64, conv_out_channels=64, num_classes=4)))
+        mask_head=dict(in_channels=64, conv_out_channels=64, num_classes=4)),
+    # fewer proposals / sampled RoIs (<= 6 objects per toy image; the box head's CPU cost)
+    train_cfg=dict(rpn_proposal=dict(nms_pre=500, max_per_img=200),
+                   rcnn=dict(sampler=dict(num=64))),
+    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=100)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
