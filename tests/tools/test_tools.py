@@ -80,7 +80,8 @@ def test_det_train_resume_test_infer(toy_dir, monkeypatch):
     cfg = toy_dir / 'det_pretrained.py'
     cfg.write_text(f"_base_ = [{DET_CFG!r}]\n"
                    "model = dict(backbone=dict(init_cfg=dict(\n"
-                   "    _delete_=True, type='Pretrained', checkpoint='https://invalid.example/x.pth')))\n")
+                   "    _delete_=True, type='Pretrained',\n"
+                   "    checkpoint='https://invalid.example/x.pth')))\n")
     out_dir = str(toy_dir / 'infer_det')
     outs = infer.main([str(cfg), osp.join(wd, 'epoch_2.pth'), 'data/toy/coco/val2017',
                        '--out-dir', out_dir, '--score-thr', '0'])

@@ -1,7 +1,7 @@
 # Mask R-CNN + FPN, 1x schedule, COCO instances: what every mmvssm detection config shares.
 #
-# Published recipe (VMamba's mmdet 3.3 configs, which are Swin's, research/anchors.md §2.4; MambaOut
-# used the same Swin recipe, §3.3): AdamW lr 1e-4, betas (0.9, 0.999), weight decay 0.05, no weight
+# Published recipe (VMamba's mmdet 3.3 configs, which are Swin's, research/anchors.md §2.4;
+# MambaOut used the same Swin recipe, §3.3): AdamW lr 1e-4, betas (0.9, 0.999), weight decay 0.05, no weight
 # decay on norms; linear warm-up over 1000 iterations from 0.001, then x0.1 after epochs 8 and 11
 # (12 epochs); 2 images/GPU x 8 GPUs = 16; single-scale Resize(1333, 800) + flip.
 #
