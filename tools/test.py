@@ -39,7 +39,10 @@ def parse_args(argv=None):
     parser.add_argument('--show', action='store_true', help='show prediction results')
     parser.add_argument('--show-dir', help='directory where painted images will be saved')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
-    parser.add_argument('--tta', action='store_true', help='test-time augmentation')
+    parser.add_argument('--tta', action='store_true',
+                        help="test-time augmentation: the config's multi-scale + flip for "
+                        'segmentation; flip for detection (mmdet 3.3 has no TTA for masks, so '
+                        'not for Mask R-CNN)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings in the config, xxx=yyy pairs merged into it')
