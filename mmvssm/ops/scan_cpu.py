@@ -35,7 +35,7 @@ class SelectiveScanCpu(torch.autograd.Function):
     """Fused C++ CPU scan; backward recomputes each chunk from states saved every K steps."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, grad_enabled=True):
         ext, _ = load_cpu_extension()
         cdt = compute_dtype(u.dtype)
         io_dtype = u.dtype if u.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16) else cdt
@@ -48,7 +48,8 @@ class SelectiveScanCpu(torch.autograd.Function):
             G = max(Bc.shape[1], Cc.shape[1])
             Bc = Bc.expand(-1, G, -1, -1).contiguous()
             Cc = Cc.expand(-1, G, -1, -1).contiguous()
-        needs_grad = any(ctx.needs_input_grad[:8])
+        # chunk checkpoints only when a backward can follow (needs_input_grad is also True under no_grad)
+        needs_grad = bool(grad_enabled) and any(ctx.needs_input_grad[:8])
         with no_autocast('cpu'):
             out, last, ckpt = ext.scan_fwd(uc, dc, Ac, Bc, Cc, Dc, zc, bc, bool(delta_softplus),
                                            bool(return_last_state), needs_grad)
@@ -84,4 +85,4 @@ class SelectiveScanCpu(torch.autograd.Function):
                 elif g.shape[1] != shape[1]:
                     g = g.sum(1, keepdim=True)
             result.append(g.to(dtype))
-        return (*result, None, None)
+        return (*result, None, None, None)

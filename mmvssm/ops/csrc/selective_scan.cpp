@@ -255,7 +255,7 @@ struct Avx2Ops {
 // ------------------------------------------------------------------------------------------------
 template <typename T>
 struct Params {
-  int64 Bsz, D, L, N, G, Dg, K, nck;
+  int64 Bsz, D, L, N, G, Dg, K, nck, nthreads = 1;
   const void *u, *delta, *z, *dout;
   void *out, *du, *ddelta, *dz;
   const T *A, *Bm, *Cm, *Dv, *bias;
@@ -575,7 +575,8 @@ void run_bwd(const Params<T>& p) {
 #endif
   const auto items = make_items(p.Bsz, p.D, p.G, vec_ok);
   at::parallel_for(0, static_cast<int64>(items.size()), 1, [&](int64 begin, int64 end) {
-    const int tid = at::get_thread_num();
+    // one dB / dC buffer per thread; a nested (inline) call runs on one thread
+    const int tid = std::min<int>(std::max<int>(at::get_thread_num(), 0), static_cast<int>(p.nthreads) - 1);
     for (int64 i = begin; i < end; ++i) {
       const Item& it = items[i];
 #ifdef MMVSSM_AVX2
@@ -719,6 +720,7 @@ std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta, c
     p.dD = D.has_value() ? dD_b.data_ptr<T>() : nullptr;
     p.dbias = bias.has_value() ? db_b.data_ptr<T>() : nullptr;
     p.dBbuf = dBbuf.data_ptr<T>();
+    p.nthreads = nthreads;
     p.dCbuf = dCbuf.data_ptr<T>();
     if (p.L > 0) run_bwd<in_t, T>(p);
     dA = dA_b.sum(0);
