@@ -36,3 +36,16 @@ def test_det_demo_learns(det_run):
           f'{t["coco/bbox_mAP"]}, segm mAP {u["coco/segm_mAP"]} -> {t["coco/segm_mAP"]}')
     assert t['coco/bbox_mAP_50'] >= u['coco/bbox_mAP_50'] + 0.02, (u, t)
     assert t['coco/segm_mAP_50'] >= u['coco/segm_mAP_50'] + 0.02, (u, t)
+
+
+def test_mambaout_seg_demo_runs(toy_root):
+    """The third demo config (MambaOut-T UperNet): a few iterations, checkpoint, validation."""
+    import e2e_util as U
+    work = toy_root / 'seg_mambaout'
+    U.tool('train.py', U.SEG_DEMO_MAMBAOUT, '--work-dir', work, '--cfg-options',
+           'train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=4',
+           'default_hooks.logger.interval=1', cwd=toy_root)
+    log = U.scalars(work)[-1]
+    assert [r['iter'] for r in log] == [1, 2, 3, 4]
+    assert (work / 'iter_4.pth').is_file()
+    assert (work / 'last_checkpoint').read_text().strip().endswith('iter_4.pth')
