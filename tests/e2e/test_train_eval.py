@@ -43,8 +43,8 @@ def test_mambaout_seg_demo_runs(toy_root):
     import e2e_util as U
     work = toy_root / 'seg_mambaout'
     U.tool('train.py', U.SEG_DEMO_MAMBAOUT, '--work-dir', work, '--cfg-options',
-           'train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=4',
-           'default_hooks.logger.interval=1', cwd=toy_root)
+           'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
+           'default_hooks.checkpoint.interval=4', 'default_hooks.logger.interval=1', cwd=toy_root)
     log = U.scalars(work)[-1]
     assert [r['iter'] for r in log] == [1, 2, 3, 4]
     assert (work / 'iter_4.pth').is_file()
