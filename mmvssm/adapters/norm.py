@@ -22,6 +22,7 @@ def build_norm2d(norm_cfg: Optional[dict], num_features: int) -> nn.Module:
         raise TypeError(f'norm_cfg must be a dict with a "type", got {norm_cfg!r}')
     cfg = copy.deepcopy(norm_cfg)
     kind = cfg.pop('type')
+    cfg.pop('_scope_', None)  # added by mmengine to dicts inherited from 'mmseg::' / 'mmdet::' bases
     requires_grad = cfg.pop('requires_grad', True)
     if kind in ('LN', 'LN2d', 'LayerNorm2d'):
         cfg.setdefault('eps', 1e-6)

@@ -109,3 +109,10 @@ def test_import_without_mmcv():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert 'SimpleFeaturePyramid' in out.stdout
+
+
+def test_norm_cfg_from_an_inherited_base_keeps_working():
+    """mmengine tags dicts inherited from 'mmseg::' bases with '_scope_'; it is not a norm kwarg."""
+    from mmvssm.adapters import build_norm2d
+    layer = build_norm2d(dict(type='BN', requires_grad=True, _scope_='mmseg'), 8)
+    assert isinstance(layer, torch.nn.BatchNorm2d) and layer.num_features == 8
