@@ -14,7 +14,7 @@ pytest.importorskip('mmdet')
 
 #: short training runs (iterations; the demo configs' schedules are cut to these)
 SEG_ITERS = 60
-DET_ITERS = 120
+DET_ITERS = 200
 
 
 @pytest.fixture(scope='session')

@@ -6,8 +6,9 @@ upernet_vim_exact.py (deterministic per sample, no stochastic layers), 12 iterat
 every 4 (``AtomicCheckpointHook``, ``max_keep_ckpts=1``), a log record every iteration. The
 resumed run must log iteration ``ckpt + 1`` first; its lr equals the reference's at every
 iteration (to 1e-9 relative: the schedule is a pure function of the iteration), and its loss
-equals the reference's to 1e-4 relative (measured: identical to ~1e-7; a data order restarted from
-the beginning, or a lost optimizer state, changes the loss by percents).
+equals the reference's to 1e-4 relative (measured: bit-identical, and so are the final weights;
+a data order restarted from the beginning, or a lost optimizer state, changes the loss by
+percents).
 """
 import os
 import os.path as osp

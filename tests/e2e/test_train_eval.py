@@ -1,9 +1,15 @@
 """Short training runs of the demo configs learn: lower training loss, and a validation metric
 clearly above the one of the very model the run started from (same seed, evaluated the same way).
 
-Measured margins (2 cores, see the report in tools/demo.sh's header / the PR): the thresholds
-below leave room for run-to-run and machine-to-machine variation but cannot be reached by the
-untrained model (whose metric is measured in the same test).
+Measured (toy data, CPU, deterministic for a given machine / thread count):
+* seg, UperNet + Vim-T demo, 60 iterations: loss 1.61 -> 0.92, mIoU 4.6 (untrained) -> 45.1;
+  asserted: mIoU >= untrained + 15 and >= 25;
+* det, Mask R-CNN + Vim-T demo, 200 iterations (the demo's schedule): loss 2.84 -> 1.87, box
+  AR@100 0.009 -> 0.061, box mAP@0.5 0.000 -> 0.009 (segm mAP stays ~0: from scratch, a plain
+  backbone localises long before its masks / rankings are good); asserted: AR@100 >= untrained
+  + 0.03, mAP@0.5 >= untrained + 0.004.
+The thresholds leave room for machine-to-machine variation but cannot be reached by the untrained
+model (whose metric is measured in the same test).
 """
 import math
 
@@ -33,10 +39,10 @@ def test_det_demo_learns(det_run):
     assert last < 0.8 * first, (first, last)
     u, t = det_run['untrained'], det_run['trained']
     print(f'det: loss {first:.3f} -> {last:.3f}; untrained {u}; trained {t}')
-    # Mask R-CNN from scratch on a plain backbone: after 120 iterations it finds objects (recall)
-    # long before its boxes rank well (mAP); the untrained model finds nothing (measured 0.0).
-    assert t['coco/bbox_AR@100'] >= u['coco/bbox_AR@100'] + 0.02, (u, t)
-    assert t['coco/bbox_mAP_50'] >= u['coco/bbox_mAP_50'] + 0.002, (u, t)
+    # Mask R-CNN from scratch on a plain backbone: after 200 iterations it finds objects (recall)
+    # long before its boxes rank well (mAP); the untrained model finds next to nothing.
+    assert t['coco/bbox_AR@100'] >= u['coco/bbox_AR@100'] + 0.03, (u, t)
+    assert t['coco/bbox_mAP_50'] >= u['coco/bbox_mAP_50'] + 0.004, (u, t)
 
 
 def test_mambaout_seg_demo_runs(toy_root):
