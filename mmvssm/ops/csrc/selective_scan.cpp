@@ -27,6 +27,11 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <cstdlib>
+#endif
+
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define MMVSSM_AVX2 1
@@ -170,11 +175,27 @@ struct Avx2Ops {
     const vec r = _mm256_rcp_ps(x);
     return _mm256_fmadd_ps(r, _mm256_fnmadd_ps(x, r, _mm256_set1_ps(1.f)), r);
   }
+  // exp2 for x <= 0 (or NaN) only: one clamp fewer.
+  static vec exp2_nonpos(vec x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-126.f));
+    const vec magic = _mm256_set1_ps(12582912.f);
+    vec j = _mm256_add_ps(x, magic);
+    vec f = _mm256_sub_ps(x, _mm256_sub_ps(j, magic));
+    const vec f2 = _mm256_mul_ps(f, f);
+    const vec p01 = _mm256_fmadd_ps(_mm256_set1_ps(kE1), f, _mm256_set1_ps(kE0));
+    const vec p23 = _mm256_fmadd_ps(_mm256_set1_ps(kE3), f, _mm256_set1_ps(kE2));
+    const vec p45 = _mm256_fmadd_ps(_mm256_set1_ps(kE5), f, _mm256_set1_ps(kE4));
+    const vec p = _mm256_fmadd_ps(_mm256_fmadd_ps(p45, f2, p23), f2, p01);
+    __m256i e = _mm256_slli_epi32(_mm256_castps_si256(j), 23);
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+  }
   // softplus(x) = x for x > 20, else max(x, 0) + log1p(e), e = exp(-|x|) in (0, 1];
   // log1p(e) = e q(e), q a degree-7 relative minimax fit on [0, 1] (rel. error 3.3e-7), Estrin scheme.
+  // No select for x > 20 is needed: there e q(e) < 2.1e-9 is below half an ulp of x (>= 9.5e-7), so the
+  // final fma rounds to x exactly (threshold-20 semantics bit for bit).
   static vec softplus(vec x) {
     const vec absx = _mm256_andnot_ps(_mm256_set1_ps(-0.f), x);
-    const vec e = exp2(_mm256_mul_ps(absx, _mm256_set1_ps(-static_cast<float>(kLog2e))));
+    const vec e = exp2_nonpos(_mm256_mul_ps(absx, _mm256_set1_ps(-static_cast<float>(kLog2e))));
     const vec e2 = _mm256_mul_ps(e, e);
     const vec e4 = _mm256_mul_ps(e2, e2);
     const vec q01 = _mm256_fmadd_ps(_mm256_set1_ps(kL1), e, _mm256_set1_ps(kL0));
@@ -182,8 +203,7 @@ struct Avx2Ops {
     const vec q45 = _mm256_fmadd_ps(_mm256_set1_ps(kL5), e, _mm256_set1_ps(kL4));
     const vec q67 = _mm256_fmadd_ps(_mm256_set1_ps(kL7), e, _mm256_set1_ps(kL6));
     const vec q = _mm256_fmadd_ps(_mm256_fmadd_ps(q67, e2, q45), e4, _mm256_fmadd_ps(q23, e2, q01));
-    const vec r = _mm256_fmadd_ps(q, e, _mm256_max_ps(x, _mm256_setzero_ps()));
-    return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, _mm256_set1_ps(20.f), _CMP_GT_OQ));
+    return _mm256_fmadd_ps(q, e, _mm256_max_ps(x, _mm256_setzero_ps()));
   }
   static vec sigmoid(vec x) {
     const vec e = exp2(_mm256_mul_ps(x, _mm256_set1_ps(-static_cast<float>(kLog2e))));
@@ -355,6 +375,124 @@ void fwd_item(const Params<typename V::T>& p, int64 b, int64 d0) {
   if (p.last_state)
     for (int64 n = 0; n < N; ++n) V::scatter(p.last_state + (b * D + d0) * N + n, N, h[n]);
 }
+
+#ifdef MMVSSM_AVX2
+// ------------------------------------------------------------------------------------------------
+// Forward for N = 1 (VMamba v2 style), 8 channels d0 .. d0 + 7 of one group, fp32 compute.
+// The state is one scalar per channel. Per 8-step block, everything elementwise (bias, softplus,
+// exp2(delta A log2 e), delta u B, C h + D u, silu(z)) runs in the native row layout (one vector = 8
+// time steps of one channel, contiguous loads, B / C rows as plain vectors); only a and b are
+// transposed to channel-major for the 8 recurrence steps, and h back. One pass over memory.
+// Tail steps (L % 8) run in scalar code with the same formulas.
+// ------------------------------------------------------------------------------------------------
+template <typename in_t>
+inline __m256 load_row8(const in_t* p) {
+  if constexpr (std::is_same_v<in_t, float>) {
+    return _mm256_loadu_ps(p);
+  } else {
+    alignas(32) float tmp[8];
+    for (int i = 0; i < 8; ++i) tmp[i] = to_f(p[i]);
+    return _mm256_load_ps(tmp);
+  }
+}
+
+template <typename in_t>
+inline void store_row8(in_t* p, __m256 v) {
+  if constexpr (std::is_same_v<in_t, float>) {
+    _mm256_storeu_ps(p, v);
+  } else {
+    alignas(32) float tmp[8];
+    _mm256_store_ps(tmp, v);
+    for (int i = 0; i < 8; ++i) p[i] = from_f<in_t>(tmp[i]);
+  }
+}
+
+template <typename in_t>
+void fwd_item_n1(const Params<float>& p, int64 b, int64 d0) {
+  using V = Avx2Ops;
+  using vec = __m256;
+  const int64 L = p.L, D = p.D;
+  const int64 g = d0 / p.Dg;
+  const int64 row = (b * D + d0) * L;
+  const in_t* up = static_cast<const in_t*>(p.u) + row;
+  const in_t* dp = static_cast<const in_t*>(p.delta) + row;
+  const in_t* zp = p.z ? static_cast<const in_t*>(p.z) + row : nullptr;
+  in_t* op = static_cast<in_t*>(p.out) + row;
+  const float* Bp = p.Bm + (b * p.G + g) * L;
+  const float* Cp = p.Cm + (b * p.G + g) * L;
+  float A2s[8], Ds[8], bs[8];
+  for (int i = 0; i < 8; ++i) {
+    A2s[i] = p.A[d0 + i] * static_cast<float>(kLog2e);
+    Ds[i] = p.Dv ? p.Dv[d0 + i] : 0.f;
+    bs[i] = p.bias ? p.bias[d0 + i] : 0.f;
+  }
+  vec h = V::zero();
+  if (p.ckpt) V::store_lanes(p.ckpt + (b * p.nck) * D + d0, h);
+  const int64 Lv = L / TB * TB;
+  // 8 channels x (delta, u, z, out) are up to 32 concurrent row streams, more than the hardware
+  // prefetchers follow: prefetch every row kPf bytes ahead, once per cache line.
+  constexpr int64 kPf = 2048 / sizeof(in_t);
+  for (int64 t0 = 0; t0 < Lv; t0 += TB) {
+    if ((t0 * static_cast<int64>(sizeof(in_t))) % 64 == 0) {
+      for (int i = 0; i < 8; ++i) {
+        _mm_prefetch(reinterpret_cast<const char*>(dp + i * L + t0 + kPf), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(up + i * L + t0 + kPf), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(op + i * L + t0 + kPf), _MM_HINT_T0);
+        if (zp) _mm_prefetch(reinterpret_cast<const char*>(zp + i * L + t0 + kPf), _MM_HINT_T0);
+      }
+    }
+    const vec Bv = _mm256_loadu_ps(Bp + t0);
+    vec ar[8], br[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+      vec x = load_row8(dp + i * L + t0);
+      if (p.bias) x = V::add(x, V::set1(bs[i]));
+      if (p.softplus) x = V::softplus(x);
+      ar[i] = V::exp2(V::mul(x, V::set1(A2s[i])));
+      br[i] = V::mul(V::mul(x, load_row8(up + i * L + t0)), Bv);
+    }
+    transpose8(ar);
+    transpose8(br);
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; ++t) {
+      h = V::fma(ar[t], h, br[t]);
+      ar[t] = h;
+    }
+    transpose8(ar);
+    const vec Cv = _mm256_loadu_ps(Cp + t0);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+      vec y = V::mul(ar[i], Cv);
+      if (p.Dv) y = V::fma(V::set1(Ds[i]), load_row8(up + i * L + t0), y);
+      if (zp) {
+        const vec zz = load_row8(zp + i * L + t0);
+        y = V::mul(y, V::mul(zz, V::sigmoid(zz)));
+      }
+      store_row8(op + i * L + t0, y);
+    }
+    if (p.ckpt && t0 + TB < L && (t0 + TB) % p.K == 0)
+      V::store_lanes(p.ckpt + (b * p.nck + (t0 + TB) / p.K) * D + d0, h);
+  }
+  if (Lv < L || p.last_state) {
+    alignas(32) float hs[8];
+    _mm256_store_ps(hs, h);
+    using S = ScalarOps<float>;
+    for (int i = 0; i < 8; ++i) {
+      float hi = hs[i];
+      for (int64 t = Lv; t < L; ++t) {
+        const int64 k = i * L + t;
+        float x = to_f(dp[k]) + bs[i];
+        if (p.softplus) x = S::softplus(x);
+        hi = hi * S::exp2(x * A2s[i]) + x * to_f(up[k]) * Bp[t];
+        float y = hi * Cp[t] + Ds[i] * to_f(up[k]);
+        if (zp) y *= to_f(zp[k]) * S::sigmoid(to_f(zp[k]));
+        op[k] = from_f<in_t>(y);
+      }
+      if (p.last_state) p.last_state[b * D + d0 + i] = hi;
+    }
+  }
+}
+#endif
 
 // ------------------------------------------------------------------------------------------------
 // Backward for one work item. Chunks of K steps in reverse order; each chunk is recomputed from its
@@ -556,7 +694,8 @@ void run_fwd(const Params<T>& p) {
 #ifdef MMVSSM_AVX2
       if constexpr (std::is_same_v<T, float>) {
         if (it.w == 8) {
-          fwd_item<Avx2Ops, in_t>(p, it.b, it.d0);
+          if (p.N == 1) fwd_item_n1<in_t>(p, it.b, it.d0);
+          else fwd_item<Avx2Ops, in_t>(p, it.b, it.d0);
           continue;
         }
       }
@@ -656,6 +795,25 @@ Params<T> make_params(const at::Tensor& u, const at::Tensor& delta, const at::Te
     default: TORCH_CHECK(false, NAME ": unsupported dtype ", TYPE);                          \
   }
 
+// Large outputs (u-sized, e.g. 98 MB for the VMamba stage-1 scan) come from fresh mmap'ed pages: with
+// 4 KiB pages, faulting them in costs more than the scan itself (~24k faults). Allocate them 2 MiB
+// aligned and ask for transparent huge pages (THP "madvise" mode), ~50 faults instead.
+at::Tensor empty_large_like(const at::Tensor& like) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr size_t kHuge = size_t(2) << 20;
+  const size_t nbytes = static_cast<size_t>(like.numel()) * like.element_size();
+  if (nbytes >= 4 * kHuge) {
+    const size_t len = (nbytes + kHuge - 1) / kHuge * kHuge;
+    void* ptr = nullptr;
+    if (posix_memalign(&ptr, kHuge, len) == 0) {
+      madvise(ptr, len, MADV_HUGEPAGE);
+      return at::from_blob(ptr, like.sizes(), [](void* q) { std::free(q); }, like.options());
+    }
+  }
+#endif
+  return at::empty_like(like);
+}
+
 }  // namespace
 
 // Returns (out, last_state or empty, checkpoints or empty). Checkpoints: (B, nck, N, D), the state
@@ -667,7 +825,7 @@ std::vector<at::Tensor> scan_fwd(const at::Tensor& u, const at::Tensor& delta, c
   check_inputs(u, delta, A, B, C, D, z, bias);
   const auto ct = compute_type(u.scalar_type());
   auto fopt = u.options().dtype(ct);
-  at::Tensor out = at::empty_like(u);
+  at::Tensor out = empty_large_like(u);
   at::Tensor last, ckpt;
   MMVSSM_DISPATCH_IN(u.scalar_type(), "scan_fwd", {
     Params<T> p = make_params<T>(u, delta, A, B, C, D, z, bias, softplus);
@@ -697,8 +855,8 @@ std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta, c
               "mmvssm._C: dout must match u (shape, dtype, contiguous)");
   const auto ct = compute_type(u.scalar_type());
   auto fopt = u.options().dtype(ct);
-  at::Tensor du = at::empty_like(u), ddelta = at::empty_like(u);
-  at::Tensor dz = z.has_value() ? at::empty_like(u) : at::Tensor();
+  at::Tensor du = empty_large_like(u), ddelta = empty_large_like(u);
+  at::Tensor dz = z.has_value() ? empty_large_like(u) : at::Tensor();
   at::Tensor dA, dB, dC, dD, dbias;
   const int64 nthreads = at::get_num_threads();
   MMVSSM_DISPATCH_IN(u.scalar_type(), "scan_bwd", {
