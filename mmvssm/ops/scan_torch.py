@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._common import as_4d, compute_dtype, no_autocast
+from ._common import as_4d, compute_dtype, empty_large, no_autocast
 
 # Per-array memory budget (bytes) under which exp(delta A) and delta u B are precomputed for all steps.
 _PRECOMPUTE_BYTES = 96 * 2 ** 20
@@ -122,16 +122,112 @@ def _forward(lay, need_y=True):
     return y, h[:, :, :, -1], H_in
 
 
+# Columns (time steps) per segment of the N = 1 forward, and its chunk length: the segment's six
+# workspace buffers (B * D * 2048 floats each) are allocated once per call and stay cache-sized.
+_N1_SEGMENT = 2048
+_N1_CHUNK = 32
+
+
+def _forward_n1(u, delta, A, B, C, Dv, delta_bias, delta_softplus, T):
+    """Forward for N = 1 from the native (B, D, L) layout, segment by segment along L.
+
+    Every step is elementwise (the state is a scalar per channel). For each segment of whole chunks,
+    in a workspace allocated once (fresh memory costs a page fault per 4 KiB, more than the math):
+    ``dt`` (bias + softplus, in place) and ``dt u``; both turned time-major (T, B, G, Dg, chunks) by
+    one 2-D transpose each (torch's blocked copy; an op with permuted operands is several times slower);
+    ``a = exp(dt A)`` and ``b = dt u B`` in place; pass 1 (chunk-end states from zero), the carry over the
+    segment's chunks and pass 3 (the re-scan, in place in ``b``: one ``addcmul`` per step); then ``h`` is
+    transposed back and ``C h + D u`` written into the (B, D, L) output.
+    Returns y (B, D, L) (before z), the last state (B, G, Dg) and the chunk entry states
+    H_in (B, G, Dg, C, 1) of the chunk length T (what the backward expects).
+    """
+    Bsz, D, L = u.shape
+    G = B.shape[1]
+    Dg = D // G
+    Cn = math.ceil(L / T)
+    Al = A[:, 0].reshape(G, Dg, 1)
+    y = empty_large((Bsz, D, L), u)
+    H = u.new_zeros((Bsz, G, Dg))
+    H_in = u.new_empty((Bsz, G, Dg, Cn))
+    per = max(1, min(Cn, _N1_SEGMENT // T))
+    ws = empty_large((6, Bsz, D, per * T), u)
+    Hs = u.new_empty((per + 1, Bsz, G, Dg))
+    for c0 in range(0, Cn, per):
+        c1 = min(Cn, c0 + per)
+        n, l0, l1 = c1 - c0, c0 * T, min(L, c1 * T)
+        w, m = n * T, l1 - l0
+        x, e, r, dt, a, b = (buf.view(-1)[:Bsz * D * w].view(Bsz, D, w) for buf in ws)
+        if m < w:  # identity steps (dt = 0 after softplus, u = 0, B = 0) for the padding
+            x[..., m:] = -math.inf if delta_softplus else 0.0
+        xs = x[..., :m]
+        if delta_bias is not None:
+            torch.add(delta[..., l0:l1], delta_bias[:, None], out=xs)
+        else:
+            xs.copy_(delta[..., l0:l1])
+        if delta_softplus:
+            # softplus(x) = max(x, 0) + log1p(exp(-|x|)), log1p(q) = log(w) - ((w - 1) - q) / w, w = 1 + q
+            torch.abs(x, out=e).neg_().exp_()
+            torch.add(e, 1, out=r)
+            torch.log(r, out=dt)
+            dt.sub_(r.sub_(1).sub_(e).div_(e.add_(1)))
+            dt.add_(torch.clamp(x, min=0, out=r))
+            if dt.dtype != torch.float32:
+                torch.where(x > 20, x, dt, out=dt)
+        else:
+            dt.copy_(x)
+        us = u[..., l0:l1]
+        torch.mul(dt[..., :m], us, out=r[..., :m])
+        if m < w:
+            r[..., m:] = 0.0
+        R = Bsz * D * n
+        a = a.view(T, Bsz, G, Dg, n)
+        a.view(T, R).copy_(dt.view(R, T).t())
+        a.mul_(Al).exp_()
+        b = b.view(T, Bsz, G, Dg, n)
+        b.view(T, R).copy_(r.view(R, T).t())
+        Bs = B[:, :, 0, l0:l1]
+        if m < w:
+            Bs = F.pad(Bs, (0, w - m))
+        b.mul_(Bs.reshape(Bsz * G * n, T).t().reshape(T, Bsz, G, 1, n))
+        at, bt = a.unbind(0), b.unbind(0)
+        Hs[0] = H
+        if n > 1:
+            h = torch.zeros_like(at[0])
+            for t in range(T):
+                torch.addcmul(bt[t], at[t], h, out=h)
+            P = a.prod(0).movedim(-1, 0).contiguous()  # chunk decays: products of decays <= 1
+            hc = h.movedim(-1, 0).contiguous()
+            for c in range(n):  # Hs[c] = entry state of chunk c
+                torch.addcmul(hc[c], P[c], Hs[c], out=Hs[c + 1])
+        hin = Hs[:n].movedim(0, -1)
+        H_in[..., c0:c1] = hin
+        torch.addcmul(bt[0], at[0], hin, out=bt[0])
+        for t in range(1, T):
+            torch.addcmul(bt[t], at[t], bt[t - 1], out=bt[t])
+        H = bt[T - 1][..., n - 1].clone()
+        x.view(R, T).copy_(b.view(T, R).t())
+        ys = y[..., l0:l1]
+        torch.mul(x.view(Bsz, G, Dg, w)[..., :m], C[:, :, :, l0:l1], out=ys.view(Bsz, G, Dg, m))
+        if Dv is not None:
+            ys.addcmul_(us, Dv[:, None])
+    return y, H, H_in.unsqueeze(-1)
+
+
 def softplus(x):
     """``F.softplus(x)`` (beta 1, threshold 20) = max(x, 0) + log1p(exp(-|x|)) from vectorized ops.
 
-    ``F.softplus`` and ``torch.log1p`` are scalar loops on CPU (~5x slower than exp / log); log1p(e) is
-    computed as log(u) - ((u - 1) - e) / u with u = 1 + e, accurate to a few ulp also for tiny e.
+    ``F.softplus`` and ``torch.log1p`` are scalar loops on CPU (~5-10x slower than exp / log); log1p(e) is
+    computed as log(w) - ((w - 1) - e) / w with w = 1 + e, accurate to a few ulp also for tiny e. No select
+    for x > 20 is needed in fp32: there log1p(e) < 2.1e-9 is below half an ulp of x, so the sum rounds to x exactly.
+    In-place steps: three temporaries of x's size.
     """
-    e = torch.exp(-x.abs())
-    u = 1 + e
-    lp = torch.log(u) - ((u - 1) - e) / u
-    return torch.where(x > 20, x, x.clamp(min=0) + lp)
+    e = x.abs().neg_().exp_()
+    w = e + 1
+    r = torch.log(w)
+    r.sub_(w.sub_(1).sub_(e).div_(e.add_(1)))
+    r.add_(x.clamp(min=0))
+    # fp32: exact without a select (see above); fp64: half an ulp of 20 is far below log1p(exp(-20))
+    return r if x.dtype == torch.float32 else torch.where(x > 20, x, r)
 
 
 def _delta(delta, delta_bias, softplus_):
@@ -155,13 +251,18 @@ class SelectiveScanTorch(torch.autograd.Function):
             Dc = None if D is None else D.to(cdt)
             bc = None if delta_bias is None else delta_bias.to(cdt)
             zc = None if z is None else z.to(cdt)
-            dt = _delta(dc, bc, delta_softplus)
             T = chunk_length(uc.shape[2], uc.shape[0] * uc.shape[1] * Ac.shape[1])
-            lay = _Layout(uc, dt, Ac, Bc, Cc, T)
-            y, last, H_in = _forward(lay)
-            y = lay.to_bdl(y)
-            if Dc is not None:
-                y = y + uc * Dc[:, None]
+            if Ac.shape[1] == 1:
+                if uc.shape[2] >= _N1_SEGMENT:
+                    T = _N1_CHUNK
+                y, last, H_in = _forward_n1(uc, dc, Ac, Bc, Cc, Dc, bc, delta_softplus, T)
+            else:
+                dt = _delta(dc, bc, delta_softplus)
+                lay = _Layout(uc, dt, Ac, Bc, Cc, T)
+                y, last, H_in = _forward(lay)
+                y = lay.to_bdl(y)
+                if Dc is not None:
+                    y.addcmul_(uc, Dc[:, None])
             out = y if zc is None else y * F.silu(zc)
             last = last.reshape(uc.shape[0], uc.shape[1], Ac.shape[1])
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, H_in, y if z is not None else None)

@@ -1,0 +1,26 @@
+"""N = 1 long-sequence paths (VMamba v2 shapes): the torch backend's segmented native-layout forward
+(L >= 2048: its own chunk length, padding, several segments) and the C++ kernel's N = 1 path, with grads."""
+import pytest
+import torch
+
+from mmvssm.ops import selective_scan
+
+from ops_scan_cases import FP32_TOL, GRAD_NAMES, assert_close, assert_grad_close, backend_params, ground_truth, make_inputs
+
+
+@pytest.mark.parametrize('backend', backend_params(('cpu', 'torch')))
+@pytest.mark.parametrize('L,groups,flags', [(4100, 4, (True, False, True, True)), (2048, None, (False, True, False, False)),
+                                            (6000, 2, (True, True, True, True))])
+def test_n1_long(backend, L, groups, flags):
+    with_D, with_z, with_bias, softplus = flags
+    inp = make_inputs(1, 8 * (groups or 1), L, 1, groups=groups, with_D=with_D, with_z=with_z,
+                      with_bias=with_bias, softplus=softplus)
+    leaves = {k: None if inp[k] is None else inp[k].detach().clone().requires_grad_(True) for k in GRAD_NAMES}
+    out, last = selective_scan(**leaves, delta_softplus=softplus, return_last_state=True, backend=backend)
+    gout = torch.randn_like(out)
+    out.backward(gout)
+    ref_out, ref_last, ref_grads = ground_truth(inp, gout)
+    assert_close(out, ref_out, 'out', **FP32_TOL)
+    assert_close(last, ref_last, 'last_state', **FP32_TOL)
+    for k, g in ref_grads.items():
+        assert_grad_close(leaves[k].grad, g, f'd{k}', **FP32_TOL)
