@@ -61,7 +61,7 @@ def empty_large(shape, like):
         numel *= s_
     esize = like.element_size()
     madvise = _get_madvise() if like.device.type == 'cpu' else False
-    if not madvise or numel * esize < 4 * _HUGE:
+    if not madvise or numel * esize <= 16 * _HUGE:  # smaller: recycled by malloc (mmap threshold <= 32 MiB)
         return like.new_empty(shape)
     extra = _HUGE // esize
     buf = like.new_empty(numel + extra)

@@ -802,7 +802,7 @@ at::Tensor empty_large_like(const at::Tensor& like) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr size_t kHuge = size_t(2) << 20;
   const size_t nbytes = static_cast<size_t>(like.numel()) * like.element_size();
-  if (nbytes >= 4 * kHuge) {
+  if (nbytes > 16 * kHuge) {  // smaller blocks are recycled by malloc (its mmap threshold tops out at 32 MiB)
     const size_t len = (nbytes + kHuge - 1) / kHuge * kHuge;
     void* ptr = nullptr;
     if (posix_memalign(&ptr, kHuge, len) == 0) {
