@@ -12,6 +12,10 @@ scanned in three passes, each vectorized over all chunks at once:
 Python steps: ~2T + C instead of L. Only decays are multiplied, so it is as stable as the sequential scan.
 The backward pass is analytic (same two-level structure in reverse), recomputing states slab by slab so
 that memory stays bounded. Per-step tensors have the layout (B, G, D/G, C, N).
+
+N = 1 (VMamba v2) forward: ``_forward_n1`` works from the native (B, D, L) layout segment by segment (cache-
+sized workspace, every step elementwise, chunk length ``_N1_CHUNK`` for L >= ``_N1_SEGMENT``); measured
+(1, 384, 64000, 1) G=4, 1 thread: ~250 ms vs ~2.7 s for ``ref`` on a loaded 2-core box.
 """
 import math
 
