@@ -676,13 +676,13 @@ def markdown_table(results: List[dict]) -> str:
     mem_head = 'Peak alloc (MB)' if cuda else 'Peak RSS (MB)'
     inc_head = 'Reserved (MB)' if cuda else 'Increment (MB)'
     lines = [f'| Model | Size | Mode | Dtype | Latency (ms) | img/s | Latency vs base | '
-             f'{mem_head} | {inc_head} | Memory vs base | Baseline |',
-             '|---|---|---|---|---:|---:|---:|---:|---:|---:|---|']
+             f'{mem_head} | {inc_head} | Memory vs base | Load | Baseline |',
+             '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|']
     for r in sorted(results, key=sort_key):
         mode = r['mode'] + (' +cp' if r.get('with_cp') else '')
         if r.get('status') != 'ok':
             lines.append(f"| {label_of(r)} | {size_str(r['size'])} | {mode} | {r['dtype']} | "
-                         f"{r.get('status')} | - | - | - | - | - | {r.get('error', '')[:60]} |")
+                         f"{r.get('status')} | - | - | - | - | - | - | {r.get('error', '')[:60]} |")
             continue
         b = find_baseline(r, results)
         if cuda:
@@ -694,7 +694,8 @@ def markdown_table(results: List[dict]) -> str:
         bname = label_of(b) if b else ''
         lines.append(f"| {label_of(r)} | {size_str(r['size'])} | {mode} | {r['dtype']} | "
                      f"{_fmt(r['latency_ms'])} | {_fmt(r['throughput'], 2)} | {lat_ratio} | "
-                     f"{_fmt(mem, 0)} | {_fmt(inc, 0)} | {mem_ratio} | {bname} |")
+                     f"{_fmt(mem, 0)} | {_fmt(inc, 0)} | {mem_ratio} | {_fmt(r.get('loadavg_1m'), 1)} | "
+                     f"{bname} |")
     return '\n'.join(lines)
 
 
