@@ -155,6 +155,17 @@ def test_config_loads_with_recipe_and_no_stale_keys(rel):
     resize = [t for t in test_pipe if t.type == 'Resize']
     assert len(resize) == 1 and resize[0].keep_ratio
 
+    # runtime: atomic checkpoints with the toolbox's interval, and the val / test progress bar
+    from mmengine.registry import HOOKS
+    from mmvssm.mm.atomic_checkpoint import AtomicCheckpointHook
+    from mmvssm.mm.hooks import EvalProgressBarHook
+    ckpt = cfg.default_hooks.checkpoint
+    assert {k: v for k, v in ckpt.items() if k != '_scope_'} == (dict(type='AtomicCheckpointHook', interval=1) if task == 'det' else
+                    dict(type='AtomicCheckpointHook', by_epoch=False, interval=16000))
+    assert isinstance(HOOKS.build(copy.deepcopy(ckpt)), AtomicCheckpointHook)
+    assert [h.type for h in cfg.custom_hooks] == ['EvalProgressBarHook']
+    assert isinstance(HOOKS.build(copy.deepcopy(cfg.custom_hooks[0])), EvalProgressBarHook)
+
 
 def _strip_pretrained(cfg):
     cfg.model.backbone.init_cfg = None

@@ -42,3 +42,8 @@ optim_wrapper = dict(
 
 # 8 GPUs x 2 images (the mmdet base's batch_size=2); scale lr linearly with --auto-scale-lr.
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+
+# Runtime (mmvssm.mm): checkpoints written atomically (the mmdet base's interval etc. are kept),
+# and a progress bar over the val / test iterations.
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
+custom_hooks = [dict(type='EvalProgressBarHook')]

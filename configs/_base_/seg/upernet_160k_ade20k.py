@@ -54,3 +54,8 @@ param_scheduler = [
 train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=1)
 test_dataloader = val_dataloader
+
+# Runtime (mmvssm.mm): checkpoints written atomically (the mmseg schedule's interval etc. are
+# kept), and a progress bar over the val / test iterations.
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
+custom_hooks = [dict(type='EvalProgressBarHook')]
