@@ -246,6 +246,9 @@ def maxrss_mb() -> float:
 def run_case(case: dict) -> dict:
     """Build the model of ``case`` and time it; returns the measurement (JSON-serializable)."""
     threads = case.get('threads')
+    if case.get('allocator', 'retain') == 'retain' and case['device'] == 'cpu':
+        from mmvssm.utils.malloc import retain_freed_memory
+        retain_freed_memory()
     import torch
     if threads:
         torch.set_num_threads(int(threads))
@@ -485,6 +488,7 @@ def environment(opts: dict) -> dict:
         python=platform.python_version(), torch=torch.__version__,
         platform=platform.platform(), cpu_count=os.cpu_count(),
         threads=opts.get('threads') or torch.get_num_threads(), device=opts['device'],
+        allocator=opts.get('allocator'),
         loadavg_start=os.getloadavg() if hasattr(os, 'getloadavg') else None,
         command=opts['command'])
     try:
@@ -533,7 +537,8 @@ def build_cases(args) -> List[dict]:
     modes = ['infer', 'train'] if args.mode == 'both' else [args.mode]
     cps = [False, True] if args.compare_checkpointing else [bool(args.with_cp)]
     base = dict(device=args.device, batch=args.batch, warmup=args.warmup, repeats=args.repeats,
-                threads=args.threads, tiny=args.tiny, tf32=not args.no_tf32)
+                threads=args.threads, tiny=args.tiny, tf32=not args.no_tf32,
+                allocator=args.allocator)
     targets = [dict(config=c) for c in args.config] if args.config else \
         [dict(model=m) for m in models]
     cases = []
@@ -728,7 +733,9 @@ def environment_md(env: dict) -> str:
            f"timm {env.get('timm')}, Python {env.get('python')}, {env.get('platform')}",
            f"- threads: {env.get('threads')} of {env.get('cpu_count')} logical CPUs; "
            f"memory {env.get('mem_total_gb')} GB; 1-min load average at start "
-           f"{env.get('loadavg_start', [None])[0] if env.get('loadavg_start') else '-'}"]
+           f"{env.get('loadavg_start', [None])[0] if env.get('loadavg_start') else '-'}",
+           f"- CPU allocator: {env.get('allocator') or 'default'} (`--allocator`, the same for "
+           f"every model)"]
     if env.get('lscpu'):
         out.append('- CPU: ' + '; '.join(f'{k} {v}' for k, v in env['lscpu'].items()))
     if env.get('gpu'):
@@ -934,6 +941,10 @@ def parse_args(argv=None):
     p.add_argument('--with-cp', action='store_true', help='activation checkpointing on')
     p.add_argument('--compare-checkpointing', action='store_true',
                    help='train step with and without with_cp; reports the peak-memory reduction')
+    p.add_argument('--allocator', choices=['retain', 'default'], default='retain',
+                   help='CPU: retain = glibc malloc keeps freed memory (mmvssm.utils.malloc, for '
+                        'every model alike); default = glibc defaults (large blocks re-faulted '
+                        'each step)')
     p.add_argument('--no-tf32', action='store_true', help='CUDA: keep fp32 matmuls in full fp32')
     p.add_argument('--case-timeout', type=float, default=1800, help='seconds per case')
     p.add_argument('--isolation', choices=['forkserver', 'exec', 'none'],
@@ -993,6 +1004,7 @@ def main(argv=None) -> int:
                 f.write(text + '\n')
         return 0
     opts = dict(_environment=True, threads=args.threads, device=args.device,
+                allocator=args.allocator,
                 no_tf32=args.no_tf32, command='python ' + ' '.join(
                     [os.path.relpath(os.path.abspath(__file__), os.getcwd())] + list(argv)))
     if args.isolation == 'forkserver':  # the parent never imports torch: imports are paid once

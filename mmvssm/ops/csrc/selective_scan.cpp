@@ -303,10 +303,14 @@ inline const T* bc_rows(const T* base, int64 L, int64 N, int64 t0, int tc, T* bu
 }
 
 // ------------------------------------------------------------------------------------------------
-// Forward for one work item: batch b, channels d0 .. d0 + W - 1 (same group).
+// Forward for one work item (batch b, channels d0 .. d0 + W - 1 of one group) over the time steps
+// [ts, te) (ts a multiple of TB), continuing from the state h (N vectors, updated in place).
 // ------------------------------------------------------------------------------------------------
+constexpr int64 kMaxN = 256;
+
 template <class V, typename in_t>
-void fwd_item(const Params<typename V::T>& p, int64 b, int64 d0) {
+void fwd_item(const Params<typename V::T>& p, int64 b, int64 d0, int64 ts, int64 te,
+              typename V::vec* h) {
   using vec = typename V::vec;
   using T = typename V::T;
   const int64 L = p.L, N = p.N, D = p.D;
@@ -319,18 +323,16 @@ void fwd_item(const Params<typename V::T>& p, int64 b, int64 d0) {
   const T* Bp = p.Bm + (b * p.G + g) * N * L;
   const T* Cp = p.Cm + (b * p.G + g) * N * L;
 
-  std::vector<vec> A2(N), h(N);
-  for (int64 n = 0; n < N; ++n) {
+  vec A2[kMaxN];
+  for (int64 n = 0; n < N; ++n)
     A2[n] = V::mul(V::gather(p.A + d0 * N + n, N), V::set1(static_cast<T>(kLog2e)));
-    h[n] = V::zero();
-  }
   const vec Dv = p.Dv ? V::gather(p.Dv + d0, 1) : V::zero();
   const vec biasv = p.bias ? V::gather(p.bias + d0, 1) : V::zero();
-  std::vector<T> bbuf(N * TB), cbuf(N * TB);
-  if (p.ckpt)
+  T bbuf[kMaxN * TB], cbuf[kMaxN * TB];
+  if (p.ckpt && ts == 0)
     for (int64 n = 0; n < N; ++n) V::store_lanes(p.ckpt + ((b * p.nck) * N + n) * D + d0, V::zero());
 
-  for (int64 t0 = 0; t0 < L; t0 += TB) {
+  for (int64 t0 = ts; t0 < te; t0 += TB) {
     const int tc = static_cast<int>(std::min<int64>(TB, L - t0));
     vec dt[TB], uu[TB], dbu[TB], y[TB];
     V::load_block(dp + t0, L, tc, dt);
@@ -344,8 +346,8 @@ void fwd_item(const Params<typename V::T>& p, int64 b, int64 d0) {
       y[t] = V::zero();
     }
     int64 ldb, ldc;
-    const T* Bs = bc_rows(Bp, L, N, t0, tc, bbuf.data(), ldb);
-    const T* Cs = bc_rows(Cp, L, N, t0, tc, cbuf.data(), ldc);
+    const T* Bs = bc_rows(Bp, L, N, t0, tc, bbuf, ldb);
+    const T* Cs = bc_rows(Cp, L, N, t0, tc, cbuf, ldc);
     for (int64 n = 0; n < N; ++n) {
       const vec a2 = A2[n];
       vec hn = h[n];
@@ -372,7 +374,7 @@ void fwd_item(const Params<typename V::T>& p, int64 b, int64 d0) {
       for (int64 n = 0; n < N; ++n) V::store_lanes(p.ckpt + ((b * p.nck + c) * N + n) * D + d0, h[n]);
     }
   }
-  if (p.last_state)
+  if (p.last_state && te == L)
     for (int64 n = 0; n < N; ++n) V::scatter(p.last_state + (b * D + d0) * N + n, N, h[n]);
 }
 
@@ -680,6 +682,13 @@ std::vector<Item> make_items(int64 Bsz, int64 D, int64 G, bool vector_ok) {
   return items;
 }
 
+// Forward over a thread's range of work items in time tiles of kTile steps: all items advance one
+// tile before the next, so the tile's B / C rows (shared by the channels of a group) stay in cache
+// and each item's u / delta / z / out rows are read as short sequential runs, instead of every item
+// streaming its 4 x W rows plus 2 x N rows of B / C over the whole sequence (too many concurrent
+// streams for the hardware prefetchers at L ~ 4k-64k).
+constexpr int64 kTile = 512;
+
 template <typename in_t, typename T>
 void run_fwd(const Params<T>& p) {
 #ifdef MMVSSM_AVX2
@@ -689,18 +698,41 @@ void run_fwd(const Params<T>& p) {
 #endif
   const auto items = make_items(p.Bsz, p.D, p.G, vec_ok);
   at::parallel_for(0, static_cast<int64>(items.size()), 1, [&](int64 begin, int64 end) {
-    for (int64 i = begin; i < end; ++i) {
-      const Item& it = items[i];
 #ifdef MMVSSM_AVX2
-      if constexpr (std::is_same_v<T, float>) {
-        if (it.w == 8) {
-          if (p.N == 1) fwd_item_n1<in_t>(p, it.b, it.d0);
-          else fwd_item<Avx2Ops, in_t>(p, it.b, it.d0);
-          continue;
+    if constexpr (std::is_same_v<T, float>) {
+      if (p.N == 1) {  // one pass, its own prefetching
+        for (int64 i = begin; i < end; ++i) {
+          const Item& it = items[i];
+          if (it.w == 8) fwd_item_n1<in_t>(p, it.b, it.d0);
+          else {
+            T h = T(0);
+            fwd_item<ScalarOps<T>, in_t>(p, it.b, it.d0, 0, p.L, &h);
+          }
         }
+        return;
       }
+    }
 #endif
-      fwd_item<ScalarOps<T>, in_t>(p, it.b, it.d0);
+    // state of every item of the range: N vectors of up to 8 lanes
+    std::vector<T> state(static_cast<size_t>(end - begin) * p.N * 8, T(0));
+    for (int64 ts = 0; ts < p.L; ts += kTile) {
+      const int64 te = std::min(p.L, ts + kTile);
+      for (int64 i = begin; i < end; ++i) {
+        const Item& it = items[i];
+        T* hs = state.data() + (i - begin) * p.N * 8;
+#ifdef MMVSSM_AVX2
+        if constexpr (std::is_same_v<T, float>) {
+          if (it.w == 8) {
+            __m256 h[kMaxN];
+            for (int64 n = 0; n < p.N; ++n) h[n] = _mm256_loadu_ps(hs + n * 8);
+            fwd_item<Avx2Ops, in_t>(p, it.b, it.d0, ts, te, h);
+            for (int64 n = 0; n < p.N; ++n) _mm256_storeu_ps(hs + n * 8, h[n]);
+            continue;
+          }
+        }
+#endif
+        fwd_item<ScalarOps<T>, in_t>(p, it.b, it.d0, ts, te, hs);
+      }
     }
   });
 }
