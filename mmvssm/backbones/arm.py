@@ -29,14 +29,11 @@ from timm.layers import DropPath
 from torch import nn
 
 from ..layers.mamba_mixer import DIRECTION_SUFFIX, MambaMixer
-from ..layers.patch_embed import PatchEmbed
-from ..layers.pos_embed import (MiddleClsEmbedMixin, PosEmbedCache, adapt_middle_cls_pos_embed,
-                                insert_zero_middle_cls)
+from ..layers.pos_embed import adapt_middle_cls_pos_embed, insert_zero_middle_cls
 from ..layers.swiglu import SwiGLU
 from ..ops.scan_orders import ARM_ORDERS
-from .base import BaseBackbone, check_image, resolve_arch
-from .vim import (check_out_indices, default_out_indices, drop_path_schedule, family_guard, init_plain_mamba,
-                  layer_id_for, tokens_to_map)
+from .base import check_image, resolve_arch
+from .vim import PlainMiddleClsBackbone, drop_path_schedule, family_guard, tokens_to_map
 
 _ARM_COMMON = dict(patch_size=16, stride=16, d_state=16, expand=1, img_size=224)
 _ARM_DIRECTIONS = ARM_ORDERS  # ('row', 'row_rev', 'col', 'col_rev')
@@ -66,7 +63,7 @@ class ARMBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class ARM(MiddleClsEmbedMixin, BaseBackbone):
+class ARM(PlainMiddleClsBackbone):
     """ARM backbone returning NCHW maps at stride 16.
 
     Args:
@@ -100,48 +97,15 @@ class ARM(MiddleClsEmbedMixin, BaseBackbone):
         cfg = resolve_arch(self.arch_zoo, arch, dict(
             embed_dim=embed_dim, depth=depth, patch_size=patch_size, stride=stride,
             d_state=d_state, expand=expand, img_size=img_size), self.FAMILY)
-        missing = {'embed_dim', 'depth', 'patch_size', 'stride', 'd_state', 'expand',
-                   'img_size'} - set(cfg)
-        if missing:
-            raise KeyError(f'ARM: arch dict lacks {sorted(missing)}')
-        self.arch_settings = cfg
-        self.embed_dim = dim = cfg['embed_dim']
-        self.depth = self.num_layers = cfg['depth']
-        self.in_chans = in_chans
-        self.patch_size, self.stride = cfg['patch_size'], cfg['stride']
-        self.final_norm = final_norm
-        self.use_cls_token = use_cls_token
-        self.out_indices = check_out_indices(
-            default_out_indices(self.depth) if out_indices is None else out_indices,
-            self.depth, self.FAMILY)
-        self.grad_checkpointing = with_cp
-
-        self.patch_embed = PatchEmbed(in_chans, dim, self.patch_size, self.stride)
-        g = (cfg['img_size'] - self.patch_size) // self.stride + 1
-        self.pretrain_grid = (g, g)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, g * g + 1, dim))
-        self.pos_drop = nn.Dropout(drop_rate)
-        self._pos_cache = PosEmbedCache()
+        dim = self._init_plain(cfg, in_chans, out_indices, final_norm, use_cls_token, drop_rate,
+                               with_cp)
         dpr = drop_path_schedule(drop_path_rate, self.depth)
         self.layers = nn.ModuleList([
             ARMBlock(dim, cfg['d_state'], cfg['expand'], drop_path=dpr[i], norm_eps=norm_eps)
             for i in range(self.depth)])
         self.norm_f = nn.LayerNorm(dim, eps=norm_eps)
-        self._init_weights()
-        last = max(self.out_indices)
-        for i, layer in enumerate(self.layers):
-            if i > last:
-                layer.requires_grad_(False)
-        if not final_norm:
-            self.norm_f.requires_grad_(False)
-        if not use_cls_token:
-            self.cls_token.requires_grad_(False)
-
-    @torch.no_grad()
-    def _init_weights(self) -> None:
-        """Vim-style init (see :func:`~mmvssm.backbones.vim.init_plain_mamba`)."""
-        init_plain_mamba(self, self.depth)
+        self._init_weights()  # Vim's (ARM's fine-tuning model is a fork of Vim's code)
+        self._freeze_unused()
 
     # ----- forward -------------------------------------------------------------------------
     def forward_layers(self, x: torch.Tensor, dense: bool = True,
@@ -242,10 +206,3 @@ class ARM(MiddleClsEmbedMixin, BaseBackbone):
                 if k not in state_dict:
                     state_dict[k] = own[k].clone()
         return adapt_middle_cls_pos_embed(state_dict, self.pos_embed, self.FAMILY)
-
-    def get_layer_id(self, name: str) -> int:
-        return layer_id_for(name, self.num_layers)
-
-    def train(self, mode: bool = True):
-        self._pos_cache.clear()
-        return super().train(mode)

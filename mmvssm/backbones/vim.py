@@ -106,6 +106,72 @@ def family_guard(state_dict: Dict[str, torch.Tensor], family: str,
                 f'use the {other} backbone or a {family} checkpoint')
 
 
+class PlainMiddleClsBackbone(MiddleClsEmbedMixin, BaseBackbone):
+    """What Vim and ARM share: arch check, embedding set-up, freezing, layer ids, init.
+
+    A subclass calls :meth:`_init_plain` in its constructor, then builds ``self.layers`` (one
+    block per entry) and ``self.norm_f``, then calls ``self._init_weights()`` and
+    ``self._freeze_unused()``.
+    """
+    FAMILY = ''
+    #: fields every arch preset (or arch dict) must give
+    ARCH_FIELDS = ('embed_dim', 'depth', 'patch_size', 'stride', 'd_state', 'expand', 'img_size')
+
+    def _init_plain(self, cfg: dict, in_chans: int, out_indices: Optional[Sequence[int]],
+                    final_norm: bool, use_cls_token: bool, drop_rate: float,
+                    with_cp: bool) -> int:
+        """Check the resolved arch ``cfg``, set the common attributes (``out_indices``: default 4
+        evenly spaced blocks) and build the embedding :class:`MiddleClsEmbedMixin` needs:
+        ``patch_embed``, the stored square ``pretrain_grid``, ``cls_token``, ``pos_embed``
+        (``[1, g*g + 1, D]``), ``pos_drop`` and the ``_pos_cache``. Returns the width ``D``."""
+        missing = set(self.ARCH_FIELDS) - set(cfg)
+        if missing:
+            raise KeyError(f'{self.FAMILY}: arch dict lacks {sorted(missing)}')
+        self.arch_settings = cfg
+        self.embed_dim = dim = cfg['embed_dim']
+        self.depth = self.num_layers = cfg['depth']
+        self.in_chans = in_chans
+        self.patch_size, self.stride = cfg['patch_size'], cfg['stride']
+        self.final_norm = final_norm
+        self.use_cls_token = use_cls_token
+        self.out_indices = check_out_indices(
+            default_out_indices(self.depth) if out_indices is None else out_indices,
+            self.depth, self.FAMILY)
+        self.grad_checkpointing = with_cp
+
+        self.patch_embed = PatchEmbed(in_chans, dim, self.patch_size, self.stride)
+        g = (cfg['img_size'] - self.patch_size) // self.stride + 1
+        self.pretrain_grid = (g, g)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, g * g + 1, dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+        self._pos_cache = PosEmbedCache()
+        return dim
+
+    @torch.no_grad()
+    def _init_weights(self) -> None:
+        """Official init (see :func:`init_plain_mamba`)."""
+        init_plain_mamba(self, self.depth)
+
+    def _freeze_unused(self) -> None:
+        """Parameters the dense forward never uses get ``requires_grad=False`` (DDP-safe)."""
+        last = max(self.out_indices)
+        for i, layer in enumerate(self.layers):
+            if i > last:
+                layer.requires_grad_(False)
+        if not self.final_norm:
+            self.norm_f.requires_grad_(False)
+        if not self.use_cls_token:
+            self.cls_token.requires_grad_(False)
+
+    def get_layer_id(self, name: str) -> int:
+        return layer_id_for(name, self.num_layers)
+
+    def train(self, mode: bool = True):
+        self._pos_cache.clear()
+        return super().train(mode)
+
+
 # ----------------------------------------------------------------------------------------------
 # Vim
 # ----------------------------------------------------------------------------------------------
@@ -136,7 +202,7 @@ class VimBlock(nn.Module):
         return self.mixer(normed, hw, cls_index), residual
 
 
-class Vim(MiddleClsEmbedMixin, BaseBackbone):
+class Vim(PlainMiddleClsBackbone):
     """Vision Mamba backbone returning NCHW maps at stride ``stride`` (16, or 8 for ``*_s8``).
 
     Args:
@@ -182,35 +248,13 @@ class Vim(MiddleClsEmbedMixin, BaseBackbone):
         cfg = resolve_arch(self.arch_zoo, arch, dict(
             embed_dim=embed_dim, depth=depth, patch_size=patch_size, stride=stride,
             d_state=d_state, expand=expand, img_size=img_size), self.FAMILY)
-        missing = {'embed_dim', 'depth', 'patch_size', 'stride', 'd_state', 'expand',
-                   'img_size'} - set(cfg)
-        if missing:
-            raise KeyError(f'Vim: arch dict lacks {sorted(missing)}')
         if feature_source not in ('residual', 'hidden'):
             raise ValueError(f"Vim: feature_source must be 'residual' or 'hidden', "
                              f'got {feature_source!r}')
-        self.arch_settings = cfg
-        self.embed_dim = dim = cfg['embed_dim']
-        self.depth = cfg['depth']
-        self.num_layers = self.depth
-        self.in_chans = in_chans
-        self.patch_size, self.stride = cfg['patch_size'], cfg['stride']
         self.feature_source = feature_source
-        self.final_norm = final_norm
-        self.use_cls_token = use_cls_token
         self.residual_in_fp32 = residual_in_fp32
-        self.out_indices = check_out_indices(
-            default_out_indices(self.depth) if out_indices is None else out_indices,
-            self.depth, self.FAMILY)
-        self.grad_checkpointing = with_cp
-
-        self.patch_embed = PatchEmbed(in_chans, dim, self.patch_size, self.stride)
-        g = (cfg['img_size'] - self.patch_size) // self.stride + 1
-        self.pretrain_grid = (g, g)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, g * g + 1, dim))
-        self.pos_drop = nn.Dropout(drop_rate)
-        self._pos_cache = PosEmbedCache()
+        dim = self._init_plain(cfg, in_chans, out_indices, final_norm, use_cls_token, drop_rate,
+                               with_cp)
         dpr = drop_path_schedule(drop_path_rate, self.depth)
         self.layers = nn.ModuleList([
             VimBlock(dim, cfg['d_state'], cfg['expand'], drop_path=dpr[i], norm_eps=norm_eps,
@@ -220,25 +264,6 @@ class Vim(MiddleClsEmbedMixin, BaseBackbone):
         self.norm_f = RMSNorm(dim, eps=norm_eps)
         self._init_weights()
         self._freeze_unused()
-
-    # ----- init ----------------------------------------------------------------------------
-    @torch.no_grad()
-    def _init_weights(self) -> None:
-        """Official init: ``segm_init_weights`` on patch_embed, trunc_normal(0.02) pos/cls,
-        mamba-ssm's mixer init, then Vim's ``_init_weights``: Linear biases zero (except
-        ``dt_proj``), ``out_proj`` kaiming-uniform / sqrt(depth)."""
-        init_plain_mamba(self, self.depth)
-
-    def _freeze_unused(self) -> None:
-        """Parameters the dense forward never uses get ``requires_grad=False`` (DDP-safe)."""
-        last = max(self.out_indices)
-        for i, layer in enumerate(self.layers):
-            if i > last:
-                layer.requires_grad_(False)
-        if not self.final_norm:
-            self.norm_f.requires_grad_(False)
-        if not self.use_cls_token:
-            self.cls_token.requires_grad_(False)
 
     # ----- forward -------------------------------------------------------------------------
     def _layer(self, i: int, hidden, residual, hw, cls_index):
@@ -310,13 +335,6 @@ class Vim(MiddleClsEmbedMixin, BaseBackbone):
     def adapt_state_dict(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Resize the checkpoint's ``pos_embed`` (cls kept at ``M // 2``) to this model's grid."""
         return adapt_middle_cls_pos_embed(state_dict, self.pos_embed, self.FAMILY)
-
-    def get_layer_id(self, name: str) -> int:
-        return layer_id_for(name, self.num_layers)
-
-    def train(self, mode: bool = True):
-        self._pos_cache.clear()
-        return super().train(mode)
 
 
 @torch.no_grad()
