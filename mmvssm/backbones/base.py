@@ -7,6 +7,7 @@ import copy
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.utils.checkpoint as cp
 from torch import nn
 
 from ..utils.checkpoint import (extract_state_dict, load_checkpoint_file, load_state_dict_strict,
@@ -125,3 +126,44 @@ class BaseBackbone(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block in backward (activation checkpointing, DDP-safe)."""
         self.grad_checkpointing = enable
+
+
+def stage_out_indices(out_indices: Sequence[int], num_stages: int, family: str) -> Tuple[int, ...]:
+    """Stages to return (negative indices count from the end) as a sorted tuple without repeats;
+    ``ValueError`` naming ``family`` when empty or out of range."""
+    if not out_indices or any(not -num_stages <= i < num_stages for i in out_indices):
+        raise ValueError(f'{family}: out_indices {tuple(out_indices)} must index the '
+                         f'{num_stages} stages')
+    return tuple(sorted({i % num_stages for i in out_indices}))
+
+
+class StagedBackbone(BaseBackbone):
+    """A hierarchical backbone (VSSM, MambaOut): ``depths[i]`` blocks in stage ``i``, the
+    outputs of the stages in ``out_indices`` (set with :func:`stage_out_indices`).
+
+    Subclasses define ``_out_map(i, x)``: stage ``i``'s returned map (its out-norm, NCHW), and
+    run their stages with :meth:`_run_blocks` and :meth:`_collect`.
+    """
+
+    @property
+    def num_layers(self) -> int:
+        return sum(self.depths)
+
+    def _run_blocks(self, blocks, x: torch.Tensor) -> torch.Tensor:
+        """The blocks of one stage, each checkpointed when ``grad_checkpointing`` is on."""
+        for block in blocks:
+            if self.grad_checkpointing and x.requires_grad:
+                x = cp.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+    def _collect(self, i: int, x: torch.Tensor, outs: list) -> bool:
+        """Append stage ``i``'s map to ``outs`` if it is returned; True once the last returned
+        stage is done (later stages need not run)."""
+        if i in self.out_indices:
+            outs.append(self._out_map(i, x))
+        return i == self.out_indices[-1]
+
+    def _out_map(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

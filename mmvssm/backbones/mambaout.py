@@ -13,7 +13,6 @@ from functools import partial
 from typing import Dict, Sequence, Tuple
 
 import torch
-import torch.utils.checkpoint as cp
 from timm.layers import trunc_normal_
 from torch import nn
 
@@ -21,7 +20,7 @@ from ..layers.conv_stem import ConvStem
 from ..layers.downsample import ConvDownsample
 from ..layers.gated_cnn import GatedCNNBlock
 from ..utils.checkpoint import CheckpointMismatchError
-from .base import BaseBackbone, check_image, resolve_arch
+from .base import StagedBackbone, check_image, resolve_arch, stage_out_indices
 
 
 class MambaOutStage(nn.Module):
@@ -39,7 +38,7 @@ class MambaOutStage(nn.Module):
             for j in range(depth)])
 
 
-class MambaOut(BaseBackbone):
+class MambaOut(StagedBackbone):
     """MambaOut backbone returning NCHW feature maps of the stages in ``out_indices``.
 
     Args:
@@ -86,10 +85,7 @@ class MambaOut(BaseBackbone):
         if len(self.depths) != len(self.dims):
             raise ValueError(f'MambaOut: depths {self.depths} and dims {self.dims} differ in length')
         num_stages = len(self.depths)
-        if not out_indices or any(not -num_stages <= i < num_stages for i in out_indices):
-            raise ValueError(f'MambaOut: out_indices {tuple(out_indices)} must index the '
-                             f'{num_stages} stages')
-        self.out_indices = tuple(sorted({i % num_stages for i in out_indices}))
+        self.out_indices = stage_out_indices(out_indices, num_stages, 'MambaOut')
         self.in_chans = in_chans
         self.arch_settings = cfg
         self.grad_checkpointing = with_cp
@@ -129,23 +125,15 @@ class MambaOut(BaseBackbone):
         x = self.stem(x)  # NHWC
         outs = []
         for i, stage in enumerate(self.stages):
-            x = stage.downsample(x)
-            for block in stage.blocks:
-                if self.grad_checkpointing and x.requires_grad:
-                    x = cp.checkpoint(block, x, use_reentrant=False)
-                else:
-                    x = block(x)
-            if i in self.out_indices:
-                outs.append(self.out_norms[i](x).permute(0, 3, 1, 2).contiguous())
-            if i == self.out_indices[-1]:
+            x = self._run_blocks(stage.blocks, stage.downsample(x))
+            if self._collect(i, x, outs):
                 break
         return tuple(outs)
 
-    # ----- layer-wise lr decay -----------------------------------------------------------
-    @property
-    def num_layers(self) -> int:
-        return sum(self.depths)
+    def _out_map(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        return self.out_norms[i](x).permute(0, 3, 1, 2).contiguous()
 
+    # ----- layer-wise lr decay (num_layers = sum(depths)) -------------------------------
     def get_layer_id(self, name: str) -> int:
         if name.startswith('stem.'):
             return 0

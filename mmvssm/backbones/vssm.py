@@ -23,7 +23,6 @@ strides 4/8/16/32. Any H x W works: stem and downsample layers pad odd sizes, so
 from typing import Dict, Sequence, Tuple
 
 import torch
-import torch.utils.checkpoint as cp
 from timm.layers import trunc_normal_
 from torch import nn
 
@@ -33,7 +32,7 @@ from ..layers.layer_norm_2d import layer_norm
 from ..layers.ss2d import SS2D
 from ..layers.vss_block import VSSBlock
 from ..utils.checkpoint import CheckpointMismatchError
-from .base import BaseBackbone, check_image, resolve_arch
+from .base import StagedBackbone, check_image, resolve_arch, stage_out_indices
 
 _V2 = dict(dims=96, d_state=1, ssm_ratio=2.0, ssm_conv_bias=False, ssm_gate=False, mlp_ratio=4.0,
            channel_first=True, stem='v2', downsample='v3')
@@ -56,7 +55,7 @@ class VSSStage(nn.Module):
         self.downsample = downsample
 
 
-class VSSM(BaseBackbone):
+class VSSM(StagedBackbone):
     """VMamba backbone returning NCHW feature maps of the stages in ``out_indices``.
 
     Args:
@@ -133,10 +132,8 @@ class VSSM(BaseBackbone):
         if len(dims) != len(depths):
             raise ValueError(f'VSSM: depths {depths} and dims {dims} differ in length')
         num_stages = len(depths)
-        if not out_indices or any(not -num_stages <= i < num_stages for i in out_indices):
-            raise ValueError(f'VSSM: out_indices {tuple(out_indices)} must index the {num_stages} stages')
         self.depths, self.dims = depths, dims
-        self.out_indices = tuple(sorted({i % num_stages for i in out_indices}))
+        self.out_indices = stage_out_indices(out_indices, num_stages, 'VSSM')
         self.channel_first = bool(cfg['channel_first'])
         self.patch_size = int(cfg['patch_size'])
         self.in_chans = in_chans
@@ -223,26 +220,18 @@ class VSSM(BaseBackbone):
         check_image(x, self.in_chans, self.patch_size, 'VSSM')
         x = self.patch_embed(x)
         outs = []
-        last = self.out_indices[-1]
         for i, layer in enumerate(self.layers):
-            for block in layer.blocks:
-                if self.grad_checkpointing and x.requires_grad:
-                    x = cp.checkpoint(block, x, use_reentrant=False)
-                else:
-                    x = block(x)
-            if i in self.out_indices:
-                out = getattr(self, f'outnorm{i}')(x) if self.out_norm else x
-                outs.append((out if self.channel_first else out.permute(0, 3, 1, 2)).contiguous())
-            if i == last:
+            x = self._run_blocks(layer.blocks, x)
+            if self._collect(i, x, outs):
                 break
             x = layer.downsample(x)
         return tuple(outs)
 
-    # ----- layer-wise lr decay -----------------------------------------------------------
-    @property
-    def num_layers(self) -> int:
-        return sum(self.depths)
+    def _out_map(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        out = getattr(self, f'outnorm{i}')(x) if self.out_norm else x
+        return (out if self.channel_first else out.permute(0, 3, 1, 2)).contiguous()
 
+    # ----- layer-wise lr decay (num_layers = sum(depths)) -------------------------------
     def get_layer_id(self, name: str) -> int:
         if name.startswith('patch_embed.'):
             return 0
