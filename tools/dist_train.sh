@@ -4,27 +4,11 @@
 # e.g. tools/dist_train.sh configs/det/mask_rcnn_vssm_t_fpn_1x_coco.py 8 --work-dir work_dirs/x
 # Multi-node: NNODES=2 NODE_RANK=0|1 MASTER_ADDR=host PORT=29500 on every node.
 # Without CUDA, GPUS is the number of CPU processes: tools/train.py uses the gloo backend.
-# PYTHON selects the interpreter (default: python).
+# PYTHON selects the interpreter (default: python). The torchrun call: tools/_dist_env.sh.
 set -e
 if [ $# -lt 2 ]; then
     echo "usage: $0 CONFIG GPUS [train.py args...]" >&2
     exit 2
 fi
-CONFIG=$1
-GPUS=$2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHON=${PYTHON:-python}
-
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-"$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" \
-    --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" \
-    --master_port="$PORT" \
-    "$(dirname "$0")/train.py" \
-    "$CONFIG" \
-    --launcher pytorch "${@:3}"
+source "$(dirname "$0")/_dist_env.sh"
+dist_run "$2" train.py "$1" --launcher pytorch "${@:3}"
