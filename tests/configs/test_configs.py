@@ -29,8 +29,10 @@ CONFIG_DIR = osp.join(ROOT, 'configs')
 
 
 def _configs(task):
+    """The model configs of ``configs/<task>`` (``_*.py`` files are pieces others inherit)."""
     return sorted(osp.relpath(p, CONFIG_DIR)
-                  for p in glob.glob(osp.join(CONFIG_DIR, task, '*.py')))
+                  for p in glob.glob(osp.join(CONFIG_DIR, task, '*.py'))
+                  if not osp.basename(p).startswith('_'))
 
 
 DET = _configs('det')
@@ -228,6 +230,20 @@ def test_layer_decay_optimizer_from_config(rel):
     assert scales[f'layer_{n + 1}_decay'] == 1.0  # neck and heads
     assert scales['layer_1_decay'] == pytest.approx(rate ** n)
     assert scales['layer_0_no_decay'] == pytest.approx(rate ** (n + 1))  # pos_embed, cls_token
+
+
+def test_seg_demos_share_the_toy_data():
+    """Both segmentation demos take their data from configs/seg/demo/_toy_ade_data.py."""
+    vim, mo = (_load(f'seg/demo/upernet_{f}_t_toy_ade.py') for f in ('vim', 'mambaout'))
+    for key in ('data_root', 'img_scale', 'num_classes', 'crop_size', 'train_pipeline',
+                'test_pipeline', 'train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert vim[key] == mo[key], key
+    assert vim.data_root == 'data/toy/ade/ADEChallengeData2016' and vim.num_classes == 5
+    ds = vim.train_dataloader.dataset
+    assert ds.type == 'ToyADE20KDataset' and ds.data_root == vim.data_root
+    assert ds.pipeline == vim.train_pipeline and vim.test_dataloader == vim.val_dataloader
+    assert vim.model.decode_head.num_classes == mo.model.decode_head.num_classes == 5
+    assert vim.model.data_preprocessor.size == mo.model.data_preprocessor.size == (160, 160)
 
 
 def test_list_neck_builds_a_sequential():

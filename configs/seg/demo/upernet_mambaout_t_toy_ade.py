@@ -5,35 +5,15 @@
 # * model size: stages of widths 32/64/128/192 and depths 1/1/2/1 (MambaOut-T: 96/192/384/576,
 #   3/3/9/3), 64-channel heads (512);
 # * no ImageNet weights (``init_cfg=None``), lr 1e-3 (from scratch) with the demo schedule.
-_base_ = ['../upernet_mambaout_t_ade20k.py']
+_base_ = ['../upernet_mambaout_t_ade20k.py', './_toy_ade_data.py']
 custom_imports = dict(imports=['mmvssm', 'mmvssm.datasets.ade_toy'], allow_failed_imports=False)
 
-# ---- data (as upernet_vim_t_toy_ade.py) ------------------------------------------------------
-data_root = 'data/toy/ade/ADEChallengeData2016'
-num_classes = 5
-crop_size = (160, 160)
-img_scale = (384, 192)
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=img_scale, ratio_range=(0.75, 1.5), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='PackSegInputs'),
-]
-train_dataloader = dict(
-    batch_size=8, num_workers=0, persistent_workers=False,
-    dataset=dict(type='ToyADE20KDataset', data_root=data_root, pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1, num_workers=0, persistent_workers=False,
-    dataset=dict(type='ToyADE20KDataset', data_root=data_root, pipeline=test_pipeline))
-test_dataloader = val_dataloader
+# ---- data: configs/seg/demo/_toy_ade_data.py ---------------------------------------------
+data_root, img_scale = _base_.toy_ade.data_root, _base_.toy_ade.img_scale
+num_classes, crop_size = _base_.toy_ade.num_classes, _base_.toy_ade.crop_size
+train_pipeline, test_pipeline = _base_.toy_ade.train_pipeline, _base_.toy_ade.test_pipeline
+train_dataloader = _base_.toy_ade.train_dataloader
+val_dataloader = test_dataloader = _base_.toy_ade.val_dataloader
 
 # ---- model ---------------------------------------------------------------------------------
 dims = [32, 64, 128, 192]

@@ -4,43 +4,24 @@
 # Inherits the real config (configs/seg/upernet_vim_t_ade20k.py: Vim backbone with the hidden-state
 # features, DeconvPyramid, UPerHead + auxiliary FCNHead, AdamW with layer-wise lr decay, mmseg's
 # ToyADE20KDataset pipeline/IoUMetric) and swaps only what a 2-core demo needs:
-# * data: ToyADE20KDataset (5 toy classes) under data/toy/ade, images ~150-260 px, so a 160 crop
-#   and a short side of 192 replace 512 / 2048x512; no PhotoMetricDistortion (hue is a cue here);
+# * data (configs/seg/demo/_toy_ade_data.py, shared with the MambaOut demo): ToyADE20KDataset
+#   (5 toy classes) under data/toy/ade, images ~150-260 px, so a 160 crop and a short side of 192
+#   replace 512 / 2048x512; no PhotoMetricDistortion (hue is a cue here);
 # * model size: 8 Vim blocks of width 96 (Vim-T: 24 x 192), 64-channel heads (192);
 # * no ImageNet weights (``init_cfg=None``: the demo must run offline), so a from-scratch
 #   schedule: 320 iterations, batch 8, lr 1e-3 with 30 warm-up iterations, poly decay to 0;
 # * runtime: validation every 160 iterations (mid-way and at the end), a checkpoint every 80
 #   (the last 2 kept, written atomically by mmvssm's AtomicCheckpointHook), a log line every 10
 #   iterations, no worker processes (2 cores).
-_base_ = ['../upernet_vim_t_ade20k.py']
+_base_ = ['../upernet_vim_t_ade20k.py', './_toy_ade_data.py']
 custom_imports = dict(imports=['mmvssm', 'mmvssm.datasets.ade_toy'], allow_failed_imports=False)
 
-# ---- data ----------------------------------------------------------------------------------
-data_root = 'data/toy/ade/ADEChallengeData2016'
-num_classes = 5
-crop_size = (160, 160)
-img_scale = (384, 192)
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=img_scale, ratio_range=(0.75, 1.5), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='PackSegInputs'),
-]
-train_dataloader = dict(
-    batch_size=8, num_workers=0, persistent_workers=False,
-    dataset=dict(type='ToyADE20KDataset', data_root=data_root, pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1, num_workers=0, persistent_workers=False,
-    dataset=dict(type='ToyADE20KDataset', data_root=data_root, pipeline=test_pipeline))
-test_dataloader = val_dataloader
+# ---- data: configs/seg/demo/_toy_ade_data.py ---------------------------------------------
+data_root, img_scale = _base_.toy_ade.data_root, _base_.toy_ade.img_scale
+num_classes, crop_size = _base_.toy_ade.num_classes, _base_.toy_ade.crop_size
+train_pipeline, test_pipeline = _base_.toy_ade.train_pipeline, _base_.toy_ade.test_pipeline
+train_dataloader = _base_.toy_ade.train_dataloader
+val_dataloader = test_dataloader = _base_.toy_ade.val_dataloader
 
 # ---- model ---------------------------------------------------------------------------------
 embed_dim = 96
