@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import selective_scan
+from ..ops.causal_conv1d import causal_conv1d_silu
 from ..ops.scan_orders import VIM_ORDERS, to_sequence
 
 DIRECTION_SUFFIX = {'row': '', 'row_rev': '_b', 'col': '_c', 'col_rev': '_c_b'}
@@ -107,22 +108,6 @@ def _directions_stack(seq: torch.Tensor, orders) -> torch.Tensor:
         else:
             out[:, i].copy_(_reorder(seq, o))
     return out.view(b, len(orders) * c, seq_len)
-
-
-def causal_depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor,
-                            bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """Causal depthwise conv of ``x`` ``(B, C, L)`` with ``weight`` ``(C, W)``: equal to
-    ``F.conv1d(x, weight[:, None], bias, padding=W-1, groups=C)[..., :L]``, as ``W`` shifted
-    multiply-adds (oneDNN's depthwise 1-D conv is ~10x slower at L ~ 4k)."""
-    width, seq_len = weight.shape[1], x.shape[-1]
-    out = x * weight[:, -1:]
-    if bias is not None:
-        out = out + bias[:, None]
-    for j in range(width - 1):
-        shift = width - 1 - j
-        if shift < seq_len:
-            out[..., shift:] += x[..., :seq_len - shift] * weight[:, j:j + 1]
-    return out
 
 
 class MambaMixer(nn.Module):
@@ -224,7 +209,7 @@ class MambaMixer(nn.Module):
         conv_w = torch.cat([br[0].weight for br in branches], 0)
         conv_b = (torch.cat([br[0].bias for br in branches], 0)
                   if branches[0][0].bias is not None else None)
-        u = F.silu(causal_depthwise_conv1d(u, conv_w.view(k * di, self.d_conv), conv_b))
+        u = causal_conv1d_silu(u, conv_w.view(k * di, self.d_conv), conv_b)
         u4 = u.view(b, k, di, seq_len)
         x_proj_w = torch.stack([br[1].weight for br in branches], 0)  # (K, R+2N, Di)
         x_dbl = torch.matmul(x_proj_w, u4)  # (B, K, R+2N, L)

@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmvssm.layers.mamba_mixer import (MambaMixer, _order, _reorder,
-                                       causal_depthwise_conv1d)
+from mmvssm.layers.mamba_mixer import MambaMixer, _order, _reorder
+from mmvssm.ops.causal_conv1d import causal_conv1d_silu, causal_depthwise_conv1d
+from mmvssm.ops.scan_cpu import load_cpu_extension
 from mmvssm.ops import selective_scan
 from mmvssm.ops.scan_orders import ARM_ORDERS, VIM_ORDERS
 
@@ -24,6 +25,26 @@ def test_causal_depthwise_conv1d_matches_conv1d(width, seq_len, bias):
     inputs = [x, w] + ([b] if bias else [])
     torch.testing.assert_close(torch.autograd.grad(got, inputs, g),
                                torch.autograd.grad(want, inputs, g))
+
+
+@pytest.mark.skipif(load_cpu_extension()[0] is None, reason='mmvssm._C not built')
+@pytest.mark.parametrize('seq_len', [1, 3, 8, 37, 4097])
+@pytest.mark.parametrize('width', [2, 4])
+def test_fused_conv_silu_matches_torch(seq_len, width):
+    torch.manual_seed(0)
+    x = torch.randn(2, 24, seq_len) * 4
+    w, b = torch.randn(24, width), torch.randn(24)
+    want = F.silu(causal_depthwise_conv1d(x.double(), w.double(), b.double())).float()
+    with torch.no_grad():
+        got = causal_conv1d_silu(x, w, b)
+        got_nb = causal_conv1d_silu(x, w, None)
+    torch.testing.assert_close(got, want, rtol=2e-6, atol=2e-6)
+    torch.testing.assert_close(
+        got_nb, F.silu(causal_depthwise_conv1d(x.double(), w.double(), None)).float(),
+        rtol=2e-6, atol=2e-6)
+    # with a gradient to compute, the autograd (PyTorch) path runs and agrees
+    x.requires_grad_(True)
+    torch.testing.assert_close(causal_conv1d_silu(x, w, b), got, rtol=2e-6, atol=2e-6)
 
 
 def test_reorder_flip_is_the_reversal():

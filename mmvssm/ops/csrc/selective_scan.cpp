@@ -930,6 +930,9 @@ bool has_avx2() {
 #endif
 }
 
+at::Tensor causal_conv1d_silu_fwd(const at::Tensor& x, const at::Tensor& weight,
+                                  const c10::optional<at::Tensor>& bias);  // causal_conv1d.cpp
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "mmvssm fused CPU selective scan";
   m.def("scan_fwd", &scan_fwd, "selective scan forward (CPU)", py::arg("u"), py::arg("delta"), py::arg("A"),
@@ -938,6 +941,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("scan_bwd", &scan_bwd, "selective scan backward (CPU)", py::arg("u"), py::arg("delta"), py::arg("A"),
         py::arg("B"), py::arg("C"), py::arg("D"), py::arg("z"), py::arg("delta_bias"), py::arg("dout"),
         py::arg("ckpt"), py::arg("delta_softplus"), py::call_guard<py::gil_scoped_release>());
+  m.def("causal_conv1d_silu_fwd", &causal_conv1d_silu_fwd, "silu(causal depthwise conv1d) forward (CPU, fp32)",
+        py::arg("x"), py::arg("weight"), py::arg("bias"), py::call_guard<py::gil_scoped_release>());
   m.def("has_avx2", &has_avx2, "whether the kernel was compiled with AVX2 + FMA");
   m.def("chunk_len", &chunk_len, "checkpoint chunk length for a state size N");
 }

@@ -1,0 +1,50 @@
+"""Causal depthwise conv1d (+ SiLU), the short conv in front of every Mamba scan branch.
+
+:func:`causal_conv1d_silu` runs the fused C++ forward of ``mmvssm._C`` when no gradient is needed
+(inference: fp32 CPU tensors), and PyTorch ops otherwise (training, other dtypes and devices,
+tracing for FLOP counts), which autograd differentiates.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .scan_cpu import load_cpu_extension
+
+
+def causal_depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor,
+                            bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """Causal depthwise conv of ``x`` ``(B, C, L)`` with ``weight`` ``(C, W)`` -> ``(B, C, L)``.
+
+    Equal to ``F.conv1d(x, weight[:, None], bias, padding=W-1, groups=C)[..., :L]``, computed as
+    ``W`` shifted multiply-adds (oneDNN's depthwise 1-D conv is ~10x slower at L ~ 4k).
+    """
+    width, seq_len = weight.shape[1], x.shape[-1]
+    out = x * weight[:, -1:]
+    if bias is not None:
+        out = out + bias[:, None]
+    for j in range(width - 1):
+        shift = width - 1 - j
+        if shift < seq_len:
+            out[..., shift:] += x[..., :seq_len - shift] * weight[:, j:j + 1]
+    return out
+
+
+def _fused_ok(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
+    tensors = [x, weight] + ([bias] if bias is not None else [])
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    return (all(t.device.type == 'cpu' and t.dtype == torch.float32 for t in tensors)
+            and weight.shape[1] <= 8 and load_cpu_extension()[0] is not None)
+
+
+def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor,
+                       bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``silu(causal_depthwise_conv1d(x, weight, bias))``: ``(B, C, L)`` -> ``(B, C, L)``."""
+    if _fused_ok(x, weight, bias):
+        ext = load_cpu_extension()[0]
+        return ext.causal_conv1d_silu_fwd(x.contiguous(), weight.contiguous(),
+                                          None if bias is None else bias.contiguous())
+    return F.silu(causal_depthwise_conv1d(x, weight, bias))
