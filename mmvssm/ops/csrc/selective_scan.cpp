@@ -302,81 +302,135 @@ inline const T* bc_rows(const T* base, int64 L, int64 N, int64 t0, int tc, T* bu
   return buf;
 }
 
-// ------------------------------------------------------------------------------------------------
-// Forward for one work item (batch b, channels d0 .. d0 + W - 1 of one group) over the time steps
-// [ts, te) (ts a multiple of TB), continuing from the state h (N vectors, updated in place).
-// ------------------------------------------------------------------------------------------------
 constexpr int64 kMaxN = 256;
 
-template <class V, typename in_t>
-void fwd_item(const Params<typename V::T>& p, int64 b, int64 d0, int64 ts, int64 te,
-              typename V::vec* h) {
-  using vec = typename V::vec;
-  using T = typename V::T;
-  const int64 L = p.L, N = p.N, D = p.D;
-  const int64 g = d0 / p.Dg;
-  const int64 row = (b * D + d0) * L;
-  const in_t* up = static_cast<const in_t*>(p.u) + row;
-  const in_t* dp = static_cast<const in_t*>(p.delta) + row;
-  const in_t* zp = p.z ? static_cast<const in_t*>(p.z) + row : nullptr;
-  in_t* op = static_cast<in_t*>(p.out) + row;
-  const T* Bp = p.Bm + (b * p.G + g) * N * L;
-  const T* Cp = p.Cm + (b * p.G + g) * N * L;
+namespace base_isa {
+#include "scan_item_kernels.inc"
+}  // namespace base_isa
 
-  vec A2[kMaxN];
-  for (int64 n = 0; n < N; ++n)
-    A2[n] = V::mul(V::gather(p.A + d0 * N + n, N), V::set1(static_cast<T>(kLog2e)));
-  const vec Dv = p.Dv ? V::gather(p.Dv + d0, 1) : V::zero();
-  const vec biasv = p.bias ? V::gather(p.bias + d0, 1) : V::zero();
-  T bbuf[kMaxN * TB], cbuf[kMaxN * TB];
-  if (p.ckpt && ts == 0)
-    for (int64 n = 0; n < N; ++n) V::store_lanes(p.ckpt + ((b * p.nck) * N + n) * D + d0, V::zero());
+#if defined(MMVSSM_AVX2) && defined(__GNUC__) && defined(__x86_64__)
+#define MMVSSM_AVX512 1
+// ------------------------------------------------------------------------------------------------
+// AVX-512: 16 channels per vector, compiled for AVX-512 here and chosen at run time when the CPU
+// has it (the rest of the file targets x86-64-v3). Same formulas as Avx2Ops, lane for lane; the
+// 16 x 8 (channel x time) tiles are two 8 x 8 AVX2 transposes joined into one 512-bit vector.
+// ------------------------------------------------------------------------------------------------
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl")
+namespace avx512_isa {
 
-  for (int64 t0 = ts; t0 < te; t0 += TB) {
-    const int tc = static_cast<int>(std::min<int64>(TB, L - t0));
-    vec dt[TB], uu[TB], dbu[TB], y[TB];
-    V::load_block(dp + t0, L, tc, dt);
-    V::load_block(up + t0, L, tc, uu);
-#pragma GCC unroll 8
-    for (int t = 0; t < TB; ++t) {
-      if (p.bias) dt[t] = V::add(dt[t], biasv);
-      if (p.softplus) dt[t] = V::softplus(dt[t]);
-      if (t >= tc) dt[t] = V::zero();  // identity step (a = 1, b = 0) for padding, after softplus
-      dbu[t] = V::mul(dt[t], uu[t]);
-      y[t] = V::zero();
-    }
-    int64 ldb, ldc;
-    const T* Bs = bc_rows(Bp, L, N, t0, tc, bbuf, ldb);
-    const T* Cs = bc_rows(Cp, L, N, t0, tc, cbuf, ldc);
-    for (int64 n = 0; n < N; ++n) {
-      const vec a2 = A2[n];
-      vec hn = h[n];
-      const T* br = Bs + n * ldb;
-      const T* cr = Cs + n * ldc;
-#pragma GCC unroll 8
-      for (int t = 0; t < TB; ++t) {
-        const vec a = V::exp2(V::mul(dt[t], a2));
-        hn = V::fma(a, hn, V::mul(dbu[t], V::set1(br[t])));
-        y[t] = V::fma(V::set1(cr[t]), hn, y[t]);
-      }
-      h[n] = hn;
-    }
-    if (p.Dv)
-      for (int t = 0; t < TB; ++t) y[t] = V::fma(Dv, uu[t], y[t]);
-    if (zp) {
-      vec zz[TB];
-      V::load_block(zp + t0, L, tc, zz);
-      for (int t = 0; t < TB; ++t) y[t] = V::mul(y[t], V::mul(zz[t], V::sigmoid(zz[t])));
-    }
-    V::store_block(op + t0, L, tc, y);
-    if (p.ckpt && t0 + TB < L && (t0 + TB) % p.K == 0) {
-      const int64 c = (t0 + TB) / p.K;
-      for (int64 n = 0; n < N; ++n) V::store_lanes(p.ckpt + ((b * p.nck + c) * N + n) * D + d0, h[n]);
-    }
+struct Avx512Ops {
+  using T = float;
+  using vec = __m512;
+  static constexpr int W = 16;
+  static vec zero() { return _mm512_setzero_ps(); }
+  static vec set1(float x) { return _mm512_set1_ps(x); }
+  static vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
+  static vec sub(vec a, vec b) { return _mm512_sub_ps(a, b); }
+  static vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
+  static vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static vec exp2_poly(vec x) {  // x already clamped to [-126, 127]
+    const vec magic = _mm512_set1_ps(12582912.f);
+    vec j = _mm512_add_ps(x, magic);
+    vec f = _mm512_sub_ps(x, _mm512_sub_ps(j, magic));
+    const vec f2 = _mm512_mul_ps(f, f);
+    const vec p01 = _mm512_fmadd_ps(_mm512_set1_ps(kE1), f, _mm512_set1_ps(kE0));
+    const vec p23 = _mm512_fmadd_ps(_mm512_set1_ps(kE3), f, _mm512_set1_ps(kE2));
+    const vec p45 = _mm512_fmadd_ps(_mm512_set1_ps(kE5), f, _mm512_set1_ps(kE4));
+    const vec p = _mm512_fmadd_ps(_mm512_fmadd_ps(p45, f2, p23), f2, p01);
+    __m512i e = _mm512_slli_epi32(_mm512_castps_si512(j), 23);
+    return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), e));
   }
-  if (p.last_state && te == L)
-    for (int64 n = 0; n < N; ++n) V::scatter(p.last_state + (b * D + d0) * N + n, N, h[n]);
+  static vec exp2(vec x) {
+    return exp2_poly(_mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-126.f)), _mm512_set1_ps(127.f)));
+  }
+  static vec exp2_nonpos(vec x) { return exp2_poly(_mm512_max_ps(x, _mm512_set1_ps(-126.f))); }
+  static vec rcp(vec x) {
+    const vec r = _mm512_rcp14_ps(x);
+    return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(x, r, _mm512_set1_ps(1.f)), r);
+  }
+  static vec softplus(vec x) {  // see Avx2Ops::softplus
+    const vec absx = _mm512_abs_ps(x);
+    const vec e = exp2_nonpos(_mm512_mul_ps(absx, _mm512_set1_ps(-static_cast<float>(kLog2e))));
+    const vec e2 = _mm512_mul_ps(e, e);
+    const vec e4 = _mm512_mul_ps(e2, e2);
+    const vec q01 = _mm512_fmadd_ps(_mm512_set1_ps(kL1), e, _mm512_set1_ps(kL0));
+    const vec q23 = _mm512_fmadd_ps(_mm512_set1_ps(kL3), e, _mm512_set1_ps(kL2));
+    const vec q45 = _mm512_fmadd_ps(_mm512_set1_ps(kL5), e, _mm512_set1_ps(kL4));
+    const vec q67 = _mm512_fmadd_ps(_mm512_set1_ps(kL7), e, _mm512_set1_ps(kL6));
+    const vec q = _mm512_fmadd_ps(_mm512_fmadd_ps(q67, e2, q45), e4, _mm512_fmadd_ps(q23, e2, q01));
+    return _mm512_fmadd_ps(q, e, _mm512_max_ps(x, _mm512_setzero_ps()));
+  }
+  static vec sigmoid(vec x) {
+    const vec e = exp2(_mm512_mul_ps(x, _mm512_set1_ps(-static_cast<float>(kLog2e))));
+    return rcp(_mm512_add_ps(e, _mm512_set1_ps(1.f)));
+  }
+  static vec load_lanes(const float* p) { return _mm512_loadu_ps(p); }
+  static void store_lanes(float* p, vec v) { _mm512_storeu_ps(p, v); }
+  static vec gather(const float* p, int64 stride) {
+    alignas(64) float tmp[16];
+    for (int i = 0; i < 16; ++i) tmp[i] = p[i * stride];
+    return _mm512_load_ps(tmp);
+  }
+  static void scatter(float* p, int64 stride, vec v) {
+    alignas(64) float tmp[16];
+    _mm512_store_ps(tmp, v);
+    for (int i = 0; i < 16; ++i) p[i * stride] = tmp[i];
+  }
+  static vec join(__m256 lo, __m256 hi) { return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1); }
+  template <typename in_t>
+  static void load_block(const in_t* p, int64 ld, int tc, vec* out) {
+    __m256 lo[TB], hi[TB];
+    Avx2Ops::load_block(p, ld, tc, lo);
+    Avx2Ops::load_block(p + 8 * ld, ld, tc, hi);
+    for (int t = 0; t < TB; ++t) out[t] = join(lo[t], hi[t]);
+  }
+  template <typename in_t>
+  static void store_block(in_t* p, int64 ld, int tc, const vec* in) {
+    __m256 lo[TB], hi[TB];
+    for (int t = 0; t < TB; ++t) {
+      lo[t] = _mm512_castps512_ps256(in[t]);
+      hi[t] = _mm512_extractf32x8_ps(in[t], 1);
+    }
+    Avx2Ops::store_block(p, ld, tc, lo);
+    Avx2Ops::store_block(p + 8 * ld, ld, tc, hi);
+  }
+  static void reduce8_add(const vec* v, float* dst, int tc) {
+    __m256 s[TB];
+    for (int t = 0; t < TB; ++t) s[t] = _mm256_add_ps(_mm512_castps512_ps256(v[t]), _mm512_extractf32x8_ps(v[t], 1));
+    Avx2Ops::reduce8_add(s, dst, tc);
+  }
+};
+
+#include "scan_item_kernels.inc"
+
+// One time tile of a 16-channel item; hs: its N x 16 state (fp32), updated.
+template <typename in_t>
+void fwd_tile16(const Params<float>& p, int64 b, int64 d0, int64 ts, int64 te, float* hs) {
+  __m512 h[kMaxN];
+  for (int64 n = 0; n < p.N; ++n) h[n] = _mm512_loadu_ps(hs + n * 16);
+  fwd_item<Avx512Ops, in_t>(p, b, d0, ts, te, h);
+  for (int64 n = 0; n < p.N; ++n) _mm512_storeu_ps(hs + n * 16, h[n]);
 }
+
+template <typename in_t>
+void bwd_item16(const Params<float>& p, int64 b, int64 d0, int tid) {
+  bwd_item<Avx512Ops, in_t>(p, b, d0, tid);
+}
+
+}  // namespace avx512_isa
+#pragma GCC pop_options
+
+// Whether the CPU runs the AVX-512 kernels (MMVSSM_NO_AVX512=1 turns them off, for comparisons).
+bool use_avx512() {
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                         std::getenv("MMVSSM_NO_AVX512") == nullptr;
+  return ok;
+}
+#else
+bool use_avx512() { return false; }
+#endif
 
 #ifdef MMVSSM_AVX2
 // ------------------------------------------------------------------------------------------------
@@ -497,170 +551,6 @@ void fwd_item_n1(const Params<float>& p, int64 b, int64 d0) {
 #endif
 
 // ------------------------------------------------------------------------------------------------
-// Backward for one work item. Chunks of K steps in reverse order; each chunk is recomputed from its
-// saved entry state, storing a_t and h_t (K * N vectors each), then scanned in reverse:
-//   dh_t = C_t dy_t + a_{t+1} dh_{t+1}
-//   du_t = D dy_t + dt_t sum_n dh B,  ddt_t = u_t sum_n dh B + sum_n dh h_{t-1} a_t A
-//   dA += dh h_{t-1} a_t dt_t,  dB_t += sum_d dh dt u,  dC_t += sum_d dy h_t
-// ------------------------------------------------------------------------------------------------
-template <class V, typename in_t>
-void bwd_item(const Params<typename V::T>& p, int64 b, int64 d0, int tid) {
-  using vec = typename V::vec;
-  using T = typename V::T;
-  const int64 L = p.L, N = p.N, D = p.D, K = p.K;
-  const int64 g = d0 / p.Dg;
-  const int64 row = (b * D + d0) * L;
-  const in_t* up = static_cast<const in_t*>(p.u) + row;
-  const in_t* dp = static_cast<const in_t*>(p.delta) + row;
-  const in_t* zp = p.z ? static_cast<const in_t*>(p.z) + row : nullptr;
-  const in_t* gp = static_cast<const in_t*>(p.dout) + row;
-  in_t* dup = static_cast<in_t*>(p.du) + row;
-  in_t* ddp = static_cast<in_t*>(p.ddelta) + row;
-  in_t* dzp = p.z ? static_cast<in_t*>(p.dz) + row : nullptr;
-  const T* Bp = p.Bm + (b * p.G + g) * N * L;
-  const T* Cp = p.Cm + (b * p.G + g) * N * L;
-  T* dBt = p.dBbuf + ((static_cast<int64>(tid) * p.Bsz + b) * p.G + g) * N * L;
-  T* dCt = p.dCbuf + ((static_cast<int64>(tid) * p.Bsz + b) * p.G + g) * N * L;
-
-  std::vector<vec> A2(N), Av(N), h(N), hstart(N), gcar(N), dAacc(N);
-  for (int64 n = 0; n < N; ++n) {
-    Av[n] = V::gather(p.A + d0 * N + n, N);
-    A2[n] = V::mul(Av[n], V::set1(static_cast<T>(kLog2e)));
-    gcar[n] = V::zero();
-    dAacc[n] = V::zero();
-  }
-  const vec Dv = p.Dv ? V::gather(p.Dv + d0, 1) : V::zero();
-  const vec biasv = p.bias ? V::gather(p.bias + d0, 1) : V::zero();
-  vec dDacc = V::zero(), dbacc = V::zero();
-  std::vector<T> bbuf(N * TB), cbuf(N * TB);
-  std::vector<vec> dtb(K), ub(K), dbub(K), sgb(K), yb(zp ? K : 0), hb(K * N), ab(K * N);
-
-  for (int64 c = p.nck - 1; c >= 0; --c) {
-    const int64 ts = c * K;
-    const int64 te = std::min(L, ts + K);
-    const int64 nbk = (te - ts + TB - 1) / TB;
-    // ---- recompute the chunk from its entry state
-    for (int64 n = 0; n < N; ++n) {
-      h[n] = V::load_lanes(p.ckpt + ((b * p.nck + c) * N + n) * D + d0);
-      hstart[n] = h[n];
-    }
-    for (int64 kb = 0; kb < nbk; ++kb) {
-      const int64 t0 = ts + kb * TB;
-      const int tc = static_cast<int>(std::min<int64>(TB, L - t0));
-      vec* dt = &dtb[kb * TB];
-      vec* uu = &ub[kb * TB];
-      vec* dbu = &dbub[kb * TB];
-      vec* sg = &sgb[kb * TB];
-      V::load_block(dp + t0, L, tc, dt);
-      V::load_block(up + t0, L, tc, uu);
-      for (int t = 0; t < TB; ++t) {
-        if (p.bias) dt[t] = V::add(dt[t], biasv);
-        if (p.softplus) {
-          sg[t] = V::sigmoid(dt[t]);
-          dt[t] = V::softplus(dt[t]);
-        }
-        if (t >= tc) dt[t] = V::zero();
-        dbu[t] = V::mul(dt[t], uu[t]);
-      }
-      int64 ldb, ldc;
-      const T* Bs = bc_rows(Bp, L, N, t0, tc, bbuf.data(), ldb);
-      const T* Cs = bc_rows(Cp, L, N, t0, tc, cbuf.data(), ldc);
-      vec y[TB];
-      for (int t = 0; t < TB; ++t) y[t] = V::zero();
-      for (int64 n = 0; n < N; ++n) {
-        const vec a2 = A2[n];
-        vec hn = h[n];
-        const T* br = Bs + n * ldb;
-        const T* cr = Cs + n * ldc;
-#pragma GCC unroll 8
-        for (int t = 0; t < TB; ++t) {
-          const int64 idx = (kb * TB + t) * N + n;
-          const vec a = V::exp2(V::mul(dt[t], a2));
-          ab[idx] = a;
-          hn = V::fma(a, hn, V::mul(dbu[t], V::set1(br[t])));
-          hb[idx] = hn;
-          if (zp) y[t] = V::fma(V::set1(cr[t]), hn, y[t]);
-        }
-        h[n] = hn;
-      }
-      if (zp)
-        for (int t = 0; t < TB; ++t) yb[kb * TB + t] = p.Dv ? V::fma(Dv, uu[t], y[t]) : y[t];
-    }
-    // ---- reverse scan over the chunk
-    for (int64 kb = nbk - 1; kb >= 0; --kb) {
-      const int64 t0 = ts + kb * TB;
-      const int tc = static_cast<int>(std::min<int64>(TB, L - t0));
-      const vec* dt = &dtb[kb * TB];
-      const vec* uu = &ub[kb * TB];
-      const vec* dbu = &dbub[kb * TB];
-      vec dy[TB], s[TB], ddt[TB];
-      V::load_block(gp + t0, L, tc, dy);
-      if (zp) {
-        vec zz[TB], dzv[TB];
-        V::load_block(zp + t0, L, tc, zz);
-        for (int t = 0; t < TB; ++t) {
-          const vec sgz = V::sigmoid(zz[t]);
-          const vec silu = V::mul(zz[t], sgz);
-          // d silu / dz = sig * (1 + z * (1 - sig))
-          const vec dsilu = V::mul(sgz, V::fma(zz[t], V::sub(V::set1(T(1)), sgz), V::set1(T(1))));
-          dzv[t] = V::mul(V::mul(dy[t], yb[kb * TB + t]), dsilu);
-          dy[t] = V::mul(dy[t], silu);
-        }
-        V::store_block(dzp + t0, L, tc, dzv);
-      }
-      for (int t = 0; t < TB; ++t) {
-        dDacc = V::fma(dy[t], uu[t], dDacc);
-        s[t] = V::zero();
-        ddt[t] = V::zero();
-      }
-      int64 ldb, ldc;
-      const T* Bs = bc_rows(Bp, L, N, t0, tc, bbuf.data(), ldb);
-      const T* Cs = bc_rows(Cp, L, N, t0, tc, cbuf.data(), ldc);
-      for (int64 n = 0; n < N; ++n) {
-        vec gn = gcar[n];
-        vec dan = dAacc[n];
-        const vec An = Av[n];
-        const T* br = Bs + n * ldb;
-        const T* cr = Cs + n * ldc;
-        vec pB[TB], qC[TB];
-#pragma GCC unroll 8
-        for (int t = TB - 1; t >= 0; --t) {
-          const int64 kt = kb * TB + t;
-          const int64 idx = kt * N + n;
-          const vec dh = V::fma(V::set1(cr[t]), dy[t], gn);
-          const vec hprev = kt > 0 ? hb[idx - N] : hstart[n];
-          const vec a = ab[idx];
-          const vec w = V::mul(V::mul(dh, hprev), a);
-          ddt[t] = V::fma(w, An, ddt[t]);
-          dan = V::fma(w, dt[t], dan);
-          s[t] = V::fma(dh, V::set1(br[t]), s[t]);
-          pB[t] = V::mul(dh, dbu[t]);
-          qC[t] = V::mul(dy[t], hb[idx]);
-          gn = V::mul(a, dh);
-        }
-        gcar[n] = gn;
-        dAacc[n] = dan;
-        V::reduce8_add(pB, dBt + n * L + t0, tc);
-        V::reduce8_add(qC, dCt + n * L + t0, tc);
-      }
-      vec du[TB];
-      const vec* sg = &sgb[kb * TB];
-      for (int t = 0; t < TB; ++t) {
-        du[t] = V::fma(s[t], dt[t], V::mul(dy[t], Dv));
-        ddt[t] = V::fma(s[t], uu[t], ddt[t]);
-        if (p.softplus) ddt[t] = V::mul(ddt[t], sg[t]);
-        if (t < tc) dbacc = V::add(dbacc, ddt[t]);
-      }
-      V::store_block(dup + t0, L, tc, du);
-      V::store_block(ddp + t0, L, tc, ddt);
-    }
-  }
-  for (int64 n = 0; n < N; ++n) V::scatter(p.dA + (b * D + d0) * N + n, N, dAacc[n]);
-  if (p.dD) V::scatter(p.dD + b * D + d0, 1, dDacc);
-  if (p.dbias) V::scatter(p.dbias + b * D + d0, 1, dbacc);
-}
-
-// ------------------------------------------------------------------------------------------------
 // Work items and dispatch
 // ------------------------------------------------------------------------------------------------
 struct Item {
@@ -668,13 +558,17 @@ struct Item {
   int w;
 };
 
-std::vector<Item> make_items(int64 Bsz, int64 D, int64 G, bool vector_ok) {
+// Work items: runs of 16 (AVX-512, when allowed), then 8 (AVX2) channels of one group, then single
+// channels for the rest of the group.
+std::vector<Item> make_items(int64 Bsz, int64 D, int64 G, bool vector_ok, bool wide_ok) {
   std::vector<Item> items;
   const int64 Dg = D / G;
   for (int64 b = 0; b < Bsz; ++b)
     for (int64 g = 0; g < G; ++g) {
       int64 d = g * Dg;
       const int64 end = d + Dg;
+      if (vector_ok && wide_ok)
+        for (; d + 16 <= end; d += 16) items.push_back({b, d, 16});
       if (vector_ok)
         for (; d + 8 <= end; d += 8) items.push_back({b, d, 8});
       for (; d < end; ++d) items.push_back({b, d, 1});
@@ -696,7 +590,8 @@ void run_fwd(const Params<T>& p) {
 #else
   constexpr bool vec_ok = false;
 #endif
-  const auto items = make_items(p.Bsz, p.D, p.G, vec_ok);
+  // N = 1 has its own 8-channel kernel (fwd_item_n1)
+  const auto items = make_items(p.Bsz, p.D, p.G, vec_ok, p.N > 1 && use_avx512());
   at::parallel_for(0, static_cast<int64>(items.size()), 1, [&](int64 begin, int64 end) {
 #ifdef MMVSSM_AVX2
     if constexpr (std::is_same_v<T, float>) {
@@ -706,32 +601,40 @@ void run_fwd(const Params<T>& p) {
           if (it.w == 8) fwd_item_n1<in_t>(p, it.b, it.d0);
           else {
             T h = T(0);
-            fwd_item<ScalarOps<T>, in_t>(p, it.b, it.d0, 0, p.L, &h);
+            base_isa::fwd_item<ScalarOps<T>, in_t>(p, it.b, it.d0, 0, p.L, &h);
           }
         }
         return;
       }
     }
 #endif
-    // state of every item of the range: N vectors of up to 8 lanes
-    std::vector<T> state(static_cast<size_t>(end - begin) * p.N * 8, T(0));
+    // state of every item of the range: N vectors of up to 16 lanes
+    std::vector<T> state(static_cast<size_t>(end - begin) * p.N * 16, T(0));
     for (int64 ts = 0; ts < p.L; ts += kTile) {
       const int64 te = std::min(p.L, ts + kTile);
       for (int64 i = begin; i < end; ++i) {
         const Item& it = items[i];
-        T* hs = state.data() + (i - begin) * p.N * 8;
+        T* hs = state.data() + (i - begin) * p.N * 16;
+#ifdef MMVSSM_AVX512
+        if constexpr (std::is_same_v<T, float>) {
+          if (it.w == 16) {
+            avx512_isa::fwd_tile16<in_t>(p, it.b, it.d0, ts, te, hs);
+            continue;
+          }
+        }
+#endif
 #ifdef MMVSSM_AVX2
         if constexpr (std::is_same_v<T, float>) {
           if (it.w == 8) {
             __m256 h[kMaxN];
             for (int64 n = 0; n < p.N; ++n) h[n] = _mm256_loadu_ps(hs + n * 8);
-            fwd_item<Avx2Ops, in_t>(p, it.b, it.d0, ts, te, h);
+            base_isa::fwd_item<Avx2Ops, in_t>(p, it.b, it.d0, ts, te, h);
             for (int64 n = 0; n < p.N; ++n) _mm256_storeu_ps(hs + n * 8, h[n]);
             continue;
           }
         }
 #endif
-        fwd_item<ScalarOps<T>, in_t>(p, it.b, it.d0, ts, te, hs);
+        base_isa::fwd_item<ScalarOps<T>, in_t>(p, it.b, it.d0, ts, te, hs);
       }
     }
   });
@@ -744,21 +647,29 @@ void run_bwd(const Params<T>& p) {
 #else
   constexpr bool vec_ok = false;
 #endif
-  const auto items = make_items(p.Bsz, p.D, p.G, vec_ok);
+  const auto items = make_items(p.Bsz, p.D, p.G, vec_ok, use_avx512());
   at::parallel_for(0, static_cast<int64>(items.size()), 1, [&](int64 begin, int64 end) {
     // one dB / dC buffer per thread; a nested (inline) call runs on one thread
     const int tid = std::min<int>(std::max<int>(at::get_thread_num(), 0), static_cast<int>(p.nthreads) - 1);
     for (int64 i = begin; i < end; ++i) {
       const Item& it = items[i];
-#ifdef MMVSSM_AVX2
+#ifdef MMVSSM_AVX512
       if constexpr (std::is_same_v<T, float>) {
-        if (it.w == 8) {
-          bwd_item<Avx2Ops, in_t>(p, it.b, it.d0, tid);
+        if (it.w == 16) {
+          avx512_isa::bwd_item16<in_t>(p, it.b, it.d0, tid);
           continue;
         }
       }
 #endif
-      bwd_item<ScalarOps<T>, in_t>(p, it.b, it.d0, tid);
+#ifdef MMVSSM_AVX2
+      if constexpr (std::is_same_v<T, float>) {
+        if (it.w == 8) {
+          base_isa::bwd_item<Avx2Ops, in_t>(p, it.b, it.d0, tid);
+          continue;
+        }
+      }
+#endif
+      base_isa::bwd_item<ScalarOps<T>, in_t>(p, it.b, it.d0, tid);
     }
   });
 }
@@ -943,6 +854,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("ckpt"), py::arg("delta_softplus"), py::call_guard<py::gil_scoped_release>());
   m.def("causal_conv1d_silu_fwd", &causal_conv1d_silu_fwd, "silu(causal depthwise conv1d) forward (CPU, fp32)",
         py::arg("x"), py::arg("weight"), py::arg("bias"), py::call_guard<py::gil_scoped_release>());
+  m.def("uses_avx512", &use_avx512, "whether the AVX-512 kernels run on this CPU (MMVSSM_NO_AVX512 unset)");
   m.def("has_avx2", &has_avx2, "whether the kernel was compiled with AVX2 + FMA");
   m.def("chunk_len", &chunk_len, "checkpoint chunk length for a state size N");
 }
