@@ -94,8 +94,7 @@ def infer_det(cfg, args, images, device, tools):
     import mmcv
     from mmdet.apis import inference_detector, init_detector
     from mmdet.registry import VISUALIZERS
-    with tools.own_checkpoint_globals():
-        model = init_detector(cfg, args.checkpoint, device=device)
+    model = init_detector(cfg, args.checkpoint, device=device)
     vis_cfg = dict(model.cfg.visualizer)
     vis_cfg.update(save_dir=None, vis_backends=None, name=f'mmvssm_infer_{os.getpid()}_{id(args)}')
     visualizer = VISUALIZERS.build(vis_cfg)
@@ -118,8 +117,7 @@ def infer_seg(cfg, args, images, device, tools):
     from mmengine.model import revert_sync_batchnorm
     from mmseg.apis import inference_model, init_model
     from mmseg.registry import VISUALIZERS
-    with tools.own_checkpoint_globals():
-        model = init_model(cfg, args.checkpoint, device=device)
+    model = init_model(cfg, args.checkpoint, device=device)
     model = revert_sync_batchnorm(model)  # mmseg's init_model keeps SyncBN (single process here)
     vis_cfg = dict(model.cfg.visualizer)
     # own instance name: a visualizer named 'visualizer' may already exist in this process

@@ -12,7 +12,6 @@ The helpers here (:func:`setup_scope`, :func:`adapt_to_device`, :func:`apply_com
 shared with ``tools/test.py`` and ``tools/infer.py``.
 """
 import argparse
-import contextlib
 import logging
 import os
 import os.path as osp
@@ -65,6 +64,11 @@ def setup_scope(cfg) -> str:
             "(inherit a base from 'mmdet::' or 'mmseg::', or set default_scope)")
     register_all_modules(init_default_scope=True)
     import mmvssm  # noqa: F401  (also imported by custom_imports; registers our modules)
+    # torch >= 2.6 loads with weights_only=True (mmengine does not pass it): mmvssm's one
+    # allow-list lets official checkpoints and mmengine training checkpoints (--resume,
+    # load_from, test / infer CHECKPOINT) load, nothing else (`import mmvssm` registers it too)
+    from mmvssm.utils.safe_load import allow_official_checkpoint_globals
+    allow_official_checkpoint_globals()
     return scope
 
 
@@ -136,41 +140,10 @@ def apply_common_args(cfg, args) -> None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
 
-@contextlib.contextmanager
-def own_checkpoint_globals():
-    """Let ``torch.load(weights_only=True)`` read an mmengine *training* checkpoint.
-
-    mmengine pickles its ``MessageHub`` with ``HistoryBuffer`` statistics methods (stored as
-    ``getattr(HistoryBuffer, 'min')``) and numpy scalars (``_codecs.encode``), which torch >= 2.6
-    refuses by default and which :mod:`mmvssm.utils.safe_load` does not allow-list. Used only
-    around loading the checkpoint the user names (``--resume``, ``load_from``, test / infer
-    CHECKPOINT), never for downloaded ImageNet weights.
-    """
-    import codecs
-
-    import torch
-    extra = [getattr, codecs.encode]
-    safe = getattr(torch.serialization, 'safe_globals', None)
-    if safe is None:  # torch < 2.5: weights_only is not the default
-        yield
-        return
-    with safe(extra):
-        yield
-
-
 def build_runner(cfg):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    # scope the extra pickle globals to the user's own checkpoint (see own_checkpoint_globals)
-    for name in ('resume', 'load_checkpoint'):
-        orig = getattr(runner, name)
-
-        def wrapped(*args, _orig=orig, **kwargs):
-            with own_checkpoint_globals():
-                return _orig(*args, **kwargs)
-        setattr(runner, name, wrapped)
-    return runner
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,10 +10,15 @@ we add an explicit allow-list of the harmless objects these checkpoints are know
   fills exact ``dict``/``OrderedDict`` objects (SETITEMS), so allow-listing the real class does
   not work: the name is mapped to ``OrderedDict`` and configs load as nested ``OrderedDict``
   whether or not yacs is installed;
-* mmengine's ``HistoryBuffer`` and the numpy scalar/array reconstructors — what mmengine's
-  own training checkpoints (``message_hub``, ``meta``) hold, needed for ``--resume``.
+* mmengine's ``HistoryBuffer`` (its statistics methods through a ``getattr`` restricted to
+  public ``HistoryBuffer`` attributes) and the numpy scalar/array reconstructors — what
+  mmengine's own training checkpoints (``message_hub``, ``meta``) hold; the bytes of numpy
+  scalars come as ``_codecs.encode``, which torch allows by default.
 
-Any other class is still refused by torch with an ``UnpicklingError``.
+This is the only allow-list: ``import mmvssm`` registers it, and ``tools/train.py`` /
+``test.py`` / ``infer.py`` (``setup_scope``) register it for the checkpoints the user names
+(``--resume``, ``load_from``, CHECKPOINT) as well as for the official weights. Any other class,
+and ``getattr`` on anything but ``HistoryBuffer``, is still refused with an ``UnpicklingError``.
 """
 import argparse
 import pickle

@@ -77,3 +77,33 @@ def test_mmvssm_loader_names_the_file_on_refusal(tmp_path):
         load_checkpoint_file(path)
     with pytest.raises(FileNotFoundError, match='missing.pth'):
         load_checkpoint_file(str(tmp_path / 'missing.pth'))
+
+
+def test_mmengine_training_checkpoint_loads_and_getattr_stays_restricted(tmp_path):
+    """What ``--resume`` / ``load_from`` / tools/test.py read: a MessageHub state with
+    HistoryBuffers (their statistics methods pickle as ``getattr(HistoryBuffer, 'min')``) and numpy
+    scalars (bytes as ``_codecs.encode``), with torch's default ``weights_only=True`` and nothing
+    but mmvssm's allow-list; ``getattr`` on anything else stays refused."""
+    import collections
+
+    import numpy as np
+    from mmengine.logging import MessageHub
+    allow_official_checkpoint_globals()
+    hub = MessageHub.get_instance('mmvssm_test_safe_load')
+    for v in (1.0, 2.0, 3.0):
+        hub.update_scalar('train/loss', v)
+    hub.update_info('iter', 3)
+    path = _save(tmp_path, {'state_dict': {'w': torch.ones(1)}, 'message_hub': hub.state_dict(),
+                            'meta': {'seed': np.int64(7), 'lr': np.float32(0.5)}})
+    ckpt = torch.load(path, map_location='cpu')
+    assert ckpt['meta']['seed'] == 7 and ckpt['meta']['lr'] == np.float32(0.5)
+    buf = ckpt['message_hub']['log_scalars']['train/loss']
+    assert buf.mean() == 2.0 and buf.max() == 3.0 and buf.current() == 3.0
+
+    class GetattrElsewhere:
+        def __reduce__(self):
+            return getattr, (collections.OrderedDict, 'fromkeys')
+
+    path = _save(tmp_path, {'x': GetattrElsewhere()}, 'evil.pth')
+    with pytest.raises(pickle.UnpicklingError, match='getattr'):
+        torch.load(path, map_location='cpu')
