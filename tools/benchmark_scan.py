@@ -65,6 +65,9 @@ def _rss_mib():
 
 
 def worker(spec):
+    if spec.get('allocator', 'retain') == 'retain':
+        from mmvssm.utils.malloc import retain_freed_memory
+        retain_freed_memory()
     import torch
     from mmvssm.ops import selective_scan
     if spec.get('threads'):
@@ -200,7 +203,8 @@ def _run_child(spec, timeout):
 def _table(results, env):
     lines = []
     lines.append(f"torch {env['torch']} | CPU {env['cpu']} ({env['cores']} cores, {env['capability']}) | "
-                 f"threads {env['threads']} | load avg at start {env['load']:.2f}" if env['load'] is not None else '')
+                 f"threads {env['threads']} | allocator {env.get('allocator', 'retain')} | load avg at start "
+                 f"{env['load']:.2f}" if env['load'] is not None else '')
     lines.append('')
     lines.append('| case | mode | backend | median ms | IQR ms | reps | vs ref | Melem/s | peak RSS MiB | RSS over inputs MiB |')
     lines.append('|---|---|---|---:|---:|---:|---:|---:|---:|---:|')
@@ -227,6 +231,9 @@ def main(argv=None):
     ap.add_argument('--min-time', type=float, default=2.0, help='seconds of timed runs per measurement')
     ap.add_argument('--min-reps', type=int, default=3)
     ap.add_argument('--threads', type=int, default=0, help='torch threads in the workers (0: default)')
+    ap.add_argument('--allocator', choices=['retain', 'default'], default='retain',
+                    help='retain = glibc malloc keeps freed memory (mmvssm.utils.malloc, every backend '
+                         'alike, ref included); default = glibc defaults (outputs re-faulted each call)')
     ap.add_argument('--quick', action='store_true', help='divide every L by 16 (smoke test)')
     ap.add_argument('--timeout', type=float, default=1800)
     ap.add_argument('--markdown', metavar='FILE', help='also write the Markdown table to FILE')
@@ -240,6 +247,7 @@ def main(argv=None):
 
     sys.path.insert(0, ROOT)
     env = _env_info()
+    env['allocator'] = args.allocator
     backends = args.backends or [b for b in ('cpu', 'torch') if b in env['backends']]
     backends = ['ref'] + [b for b in backends if b != 'ref']
     jobs = []
@@ -247,7 +255,7 @@ def main(argv=None):
         for mode in args.modes:
             for b in backends:
                 spec = dict(case=case, mode=mode, backend=b, min_time=args.min_time, min_reps=args.min_reps,
-                            threads=args.threads)
+                            threads=args.threads, allocator=args.allocator)
                 if args.quick:
                     bt, d, L, n, g, z, desc = CASES[case]
                     spec['shape'] = (bt, d, max(L // 16, 1), n, g, z, desc)
