@@ -64,6 +64,11 @@ def setup_scope(cfg) -> str:
             "(inherit a base from 'mmdet::' or 'mmseg::', or set default_scope)")
     register_all_modules(init_default_scope=True)
     import mmvssm  # noqa: F401  (also imported by custom_imports; registers our modules)
+    # keep freed memory in the process: large CPU activations are otherwise page-faulted in again
+    # on every iteration (mmvssm.utils.malloc); MMVSSM_ALLOCATOR=default keeps glibc's defaults
+    if os.environ.get('MMVSSM_ALLOCATOR', 'retain') == 'retain':
+        from mmvssm.utils.malloc import retain_freed_memory
+        retain_freed_memory()
     # torch >= 2.6 loads with weights_only=True (mmengine does not pass it): mmvssm's one
     # allow-list lets official checkpoints and mmengine training checkpoints (--resume,
     # load_from, test / infer CHECKPOINT) load, nothing else (`import mmvssm` registers it too)
