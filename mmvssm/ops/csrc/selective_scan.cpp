@@ -5,7 +5,10 @@
 //
 // Strategy
 //   * OpenMP (at::parallel_for) over work items = (batch, block of W channels of one group).
-//   * SIMD over channels: one AVX2 vector holds 8 channels; the state h[n] is one vector per n.
+//   * SIMD over channels: one AVX-512 vector holds 16 channels (chosen at run time when the CPU has it,
+//     MMVSSM_NO_AVX512=1 turns it off), one AVX2 vector 8; the state h[n] is one vector per n. The
+//     per-item kernels live in scan_item_kernels.inc, compiled once per instruction set.
+//   * Forward in time tiles of 512 steps across a thread's items (B / C tile stays in cache).
 //     Time is processed in blocks of 8 steps: the 8x8 (channel x time) tiles of u / delta / z / out are
 //     transposed in registers, so no layout copy is made around the kernel.
 //   * exp(delta * A) = exp2(delta * (A * log2 e)) with a degree-5 polynomial + exponent bit tricks
