@@ -57,13 +57,17 @@ from mmvssm.ops import selective_scan
 torch.manual_seed(0)
 sys.path.insert(0, sys.argv[2])
 from ops_scan_cases import make_inputs
-inp = make_inputs(2, 96, 301, 16, groups=2, with_z=True)
-sp = inp.pop('delta_softplus')
-for k in ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias'):
-    inp[k].requires_grad_(True)
-out, last = selective_scan(**inp, delta_softplus=sp, return_last_state=True, backend='cpu')
-grads = torch.autograd.grad(out.sum() + out.pow(2).mean(), [inp[k] for k in ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')])
-torch.save(dict(avx512=_C.uses_avx512(), out=out.detach(), last=last, grads=grads), sys.argv[1])
+res = dict(avx512=_C.uses_avx512())
+for n, L in ((16, 301), (1, 1043)):  # N = 1: its own kernel (16-step row blocks with AVX-512)
+    inp = make_inputs(2, 96, L, n, groups=2, with_z=True)
+    sp = inp.pop('delta_softplus')
+    for k in ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias'):
+        inp[k].requires_grad_(True)
+    out, last = selective_scan(**inp, delta_softplus=sp, return_last_state=True, backend='cpu')
+    grads = torch.autograd.grad(out.sum() + out.pow(2).mean(),
+                                [inp[k] for k in ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')])
+    res[n] = dict(out=out.detach(), last=last, grads=grads)
+torch.save(res, sys.argv[1])
 '''
 
 
@@ -86,8 +90,9 @@ def test_avx512_and_avx2_kernels_agree(tmp_path):
     assert results['avx2']['avx512'] is False
     if not results['auto']['avx512']:
         pytest.skip('this CPU has no AVX-512: only the AVX2 kernels run here')
-    a, b = results['auto'], results['avx2']
-    torch.testing.assert_close(a['out'], b['out'], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(a['last'], b['last'], rtol=1e-5, atol=1e-5)
-    for ga, gb in zip(a['grads'], b['grads']):
-        torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-4)
+    for n in (16, 1):
+        a, b = results['auto'][n], results['avx2'][n]
+        torch.testing.assert_close(a['out'], b['out'], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a['last'], b['last'], rtol=1e-5, atol=1e-5)
+        for ga, gb in zip(a['grads'], b['grads']):
+            torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-4)

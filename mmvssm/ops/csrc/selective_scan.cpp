@@ -214,6 +214,29 @@ struct Avx2Ops {
   }
   static vec load_lanes(const float* p) { return _mm256_loadu_ps(p); }
   static void store_lanes(float* p, vec v) { _mm256_storeu_ps(p, v); }
+  // W consecutive time steps of one row (N = 1 kernel), and its 8-step parts
+  template <typename in_t>
+  static vec load_row(const in_t* p) {
+    if constexpr (std::is_same_v<in_t, float>) {
+      return _mm256_loadu_ps(p);
+    } else {
+      alignas(32) float tmp[8];
+      for (int i = 0; i < 8; ++i) tmp[i] = to_f(p[i]);
+      return _mm256_load_ps(tmp);
+    }
+  }
+  template <typename in_t>
+  static void store_row(in_t* p, vec v) {
+    if constexpr (std::is_same_v<in_t, float>) {
+      _mm256_storeu_ps(p, v);
+    } else {
+      alignas(32) float tmp[8];
+      _mm256_store_ps(tmp, v);
+      for (int i = 0; i < 8; ++i) p[i] = from_f<in_t>(tmp[i]);
+    }
+  }
+  static __m256 part(vec v, int) { return v; }
+  static vec join(const __m256* parts) { return parts[0]; }
   static vec gather(const float* p, int64 stride) {
     alignas(32) float tmp[8];
     for (int i = 0; i < 8; ++i) tmp[i] = p[i * stride];
@@ -381,6 +404,28 @@ struct Avx512Ops {
     for (int i = 0; i < 16; ++i) p[i * stride] = tmp[i];
   }
   static vec join(__m256 lo, __m256 hi) { return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1); }
+  static vec join(const __m256* parts) { return join(parts[0], parts[1]); }
+  static __m256 part(vec v, int q) { return q == 0 ? _mm512_castps512_ps256(v) : _mm512_extractf32x8_ps(v, 1); }
+  template <typename in_t>
+  static vec load_row(const in_t* p) {
+    if constexpr (std::is_same_v<in_t, float>) {
+      return _mm512_loadu_ps(p);
+    } else {
+      alignas(64) float tmp[16];
+      for (int i = 0; i < 16; ++i) tmp[i] = to_f(p[i]);
+      return _mm512_load_ps(tmp);
+    }
+  }
+  template <typename in_t>
+  static void store_row(in_t* p, vec v) {
+    if constexpr (std::is_same_v<in_t, float>) {
+      _mm512_storeu_ps(p, v);
+    } else {
+      alignas(64) float tmp[16];
+      _mm512_store_ps(tmp, v);
+      for (int i = 0; i < 16; ++i) p[i] = from_f<in_t>(tmp[i]);
+    }
+  }
   template <typename in_t>
   static void load_block(const in_t* p, int64 ld, int tc, vec* out) {
     __m256 lo[TB], hi[TB];
@@ -435,123 +480,6 @@ bool use_avx512() {
 bool use_avx512() { return false; }
 #endif
 
-#ifdef MMVSSM_AVX2
-// ------------------------------------------------------------------------------------------------
-// Forward for N = 1 (VMamba v2 style), 8 channels d0 .. d0 + 7 of one group, fp32 compute.
-// The state is one scalar per channel. Per 8-step block, everything elementwise (bias, softplus,
-// exp2(delta A log2 e), delta u B, C h + D u, silu(z)) runs in the native row layout (one vector = 8
-// time steps of one channel, contiguous loads, B / C rows as plain vectors); only a and b are
-// transposed to channel-major for the 8 recurrence steps, and h back. One pass over memory.
-// Tail steps (L % 8) run in scalar code with the same formulas.
-// ------------------------------------------------------------------------------------------------
-template <typename in_t>
-inline __m256 load_row8(const in_t* p) {
-  if constexpr (std::is_same_v<in_t, float>) {
-    return _mm256_loadu_ps(p);
-  } else {
-    alignas(32) float tmp[8];
-    for (int i = 0; i < 8; ++i) tmp[i] = to_f(p[i]);
-    return _mm256_load_ps(tmp);
-  }
-}
-
-template <typename in_t>
-inline void store_row8(in_t* p, __m256 v) {
-  if constexpr (std::is_same_v<in_t, float>) {
-    _mm256_storeu_ps(p, v);
-  } else {
-    alignas(32) float tmp[8];
-    _mm256_store_ps(tmp, v);
-    for (int i = 0; i < 8; ++i) p[i] = from_f<in_t>(tmp[i]);
-  }
-}
-
-template <typename in_t>
-void fwd_item_n1(const Params<float>& p, int64 b, int64 d0) {
-  using V = Avx2Ops;
-  using vec = __m256;
-  const int64 L = p.L, D = p.D;
-  const int64 g = d0 / p.Dg;
-  const int64 row = (b * D + d0) * L;
-  const in_t* up = static_cast<const in_t*>(p.u) + row;
-  const in_t* dp = static_cast<const in_t*>(p.delta) + row;
-  const in_t* zp = p.z ? static_cast<const in_t*>(p.z) + row : nullptr;
-  in_t* op = static_cast<in_t*>(p.out) + row;
-  const float* Bp = p.Bm + (b * p.G + g) * L;
-  const float* Cp = p.Cm + (b * p.G + g) * L;
-  float A2s[8], Ds[8], bs[8];
-  for (int i = 0; i < 8; ++i) {
-    A2s[i] = p.A[d0 + i] * static_cast<float>(kLog2e);
-    Ds[i] = p.Dv ? p.Dv[d0 + i] : 0.f;
-    bs[i] = p.bias ? p.bias[d0 + i] : 0.f;
-  }
-  vec h = V::zero();
-  if (p.ckpt) V::store_lanes(p.ckpt + (b * p.nck) * D + d0, h);
-  const int64 Lv = L / TB * TB;
-  // 8 channels x (delta, u, z, out) are up to 32 concurrent row streams, more than the hardware
-  // prefetchers follow: prefetch every row kPf bytes ahead, once per cache line.
-  constexpr int64 kPf = 2048 / sizeof(in_t);
-  for (int64 t0 = 0; t0 < Lv; t0 += TB) {
-    if ((t0 * static_cast<int64>(sizeof(in_t))) % 64 == 0) {
-      for (int i = 0; i < 8; ++i) {
-        _mm_prefetch(reinterpret_cast<const char*>(dp + i * L + t0 + kPf), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(up + i * L + t0 + kPf), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(op + i * L + t0 + kPf), _MM_HINT_T0);
-        if (zp) _mm_prefetch(reinterpret_cast<const char*>(zp + i * L + t0 + kPf), _MM_HINT_T0);
-      }
-    }
-    const vec Bv = _mm256_loadu_ps(Bp + t0);
-    vec ar[8], br[8];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; ++i) {
-      vec x = load_row8(dp + i * L + t0);
-      if (p.bias) x = V::add(x, V::set1(bs[i]));
-      if (p.softplus) x = V::softplus(x);
-      ar[i] = V::exp2(V::mul(x, V::set1(A2s[i])));
-      br[i] = V::mul(V::mul(x, load_row8(up + i * L + t0)), Bv);
-    }
-    transpose8(ar);
-    transpose8(br);
-#pragma GCC unroll 8
-    for (int t = 0; t < 8; ++t) {
-      h = V::fma(ar[t], h, br[t]);
-      ar[t] = h;
-    }
-    transpose8(ar);
-    const vec Cv = _mm256_loadu_ps(Cp + t0);
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; ++i) {
-      vec y = V::mul(ar[i], Cv);
-      if (p.Dv) y = V::fma(V::set1(Ds[i]), load_row8(up + i * L + t0), y);
-      if (zp) {
-        const vec zz = load_row8(zp + i * L + t0);
-        y = V::mul(y, V::mul(zz, V::sigmoid(zz)));
-      }
-      store_row8(op + i * L + t0, y);
-    }
-    if (p.ckpt && t0 + TB < L && (t0 + TB) % p.K == 0)
-      V::store_lanes(p.ckpt + (b * p.nck + (t0 + TB) / p.K) * D + d0, h);
-  }
-  if (Lv < L || p.last_state) {
-    alignas(32) float hs[8];
-    _mm256_store_ps(hs, h);
-    using S = ScalarOps<float>;
-    for (int i = 0; i < 8; ++i) {
-      float hi = hs[i];
-      for (int64 t = Lv; t < L; ++t) {
-        const int64 k = i * L + t;
-        float x = to_f(dp[k]) + bs[i];
-        if (p.softplus) x = S::softplus(x);
-        hi = hi * S::exp2(x * A2s[i]) + x * to_f(up[k]) * Bp[t];
-        float y = hi * Cp[t] + Ds[i] * to_f(up[k]);
-        if (zp) y *= to_f(zp[k]) * S::sigmoid(to_f(zp[k]));
-        op[k] = from_f<in_t>(y);
-      }
-      if (p.last_state) p.last_state[b * D + d0 + i] = hi;
-    }
-  }
-}
-#endif
 
 // ------------------------------------------------------------------------------------------------
 // Work items and dispatch
@@ -593,7 +521,7 @@ void run_fwd(const Params<T>& p) {
 #else
   constexpr bool vec_ok = false;
 #endif
-  // N = 1 has its own 8-channel kernel (fwd_item_n1)
+  // N = 1 has its own 8-channel kernel (fwd_item_n1; AVX-512: 16 time steps per row vector)
   const auto items = make_items(p.Bsz, p.D, p.G, vec_ok, p.N > 1 && use_avx512());
   at::parallel_for(0, static_cast<int64>(items.size()), 1, [&](int64 begin, int64 end) {
 #ifdef MMVSSM_AVX2
@@ -601,8 +529,15 @@ void run_fwd(const Params<T>& p) {
       if (p.N == 1) {  // one pass, its own prefetching
         for (int64 i = begin; i < end; ++i) {
           const Item& it = items[i];
-          if (it.w == 8) fwd_item_n1<in_t>(p, it.b, it.d0);
-          else {
+          if (it.w == 8) {
+#ifdef MMVSSM_AVX512
+            if (use_avx512()) {
+              avx512_isa::fwd_item_n1<avx512_isa::Avx512Ops, in_t>(p, it.b, it.d0);
+              continue;
+            }
+#endif
+            base_isa::fwd_item_n1<Avx2Ops, in_t>(p, it.b, it.d0);
+          } else {
             T h = T(0);
             base_isa::fwd_item<ScalarOps<T>, in_t>(p, it.b, it.d0, 0, p.L, &h);
           }
