@@ -32,7 +32,8 @@ def cpu_extension():
     flags = [f'-std={torch_cxx_std()}', '-O3', '-fopenmp', '-ffp-contract=fast']
     if os.environ.get('MMVSSM_MARCH', 'x86-64-v3') and os.uname().machine == 'x86_64':
         flags.append('-march=' + os.environ.get('MMVSSM_MARCH', 'x86-64-v3'))
-    depends = sorted(os.path.join(csrc, f) for f in os.listdir(os.path.join(HERE, csrc)) if f.endswith('.inc'))
+    depends = sorted(os.path.join(csrc, f) for f in os.listdir(os.path.join(HERE, csrc))
+                     if f.endswith(('.inc', '.h')))
     ext = CppExtension('mmvssm._C', sources, depends=depends, extra_compile_args={'cxx': flags},
                        extra_link_args=['-fopenmp'])
     return [ext], {'build_ext': BuildExtension.with_options(no_python_abi_suffix=False)}

@@ -6,55 +6,22 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cmath>
-#include <cstring>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#endif
+#include "fast_math.h"
+
 
 namespace {
 
-// exp(x) for the SiLU: 2^(x log2 e) with a degree-5 polynomial on [-0.5, 0.5] and exponent bits
-// (max rel. error 2e-7); x clamped to [-87, 88] (silu is then x or 0 to fp32 precision anyway).
-inline float exp_poly(float x) {
-  x = std::min(std::max(x * 1.4426950408889634f, -126.f), 126.f);
-  const float magic = 12582912.f;
-  const float j = x + magic;
-  const float f = x - (j - magic);
-  float p = 0.001326472731307149f;
-  p = p * f + 0.009671512991189957f;
-  p = p * f + 0.05550733581185341f;
-  p = p * f + 0.24022242426872253f;
-  p = p * f + 0.6931470036506653f;
-  p = p * f + 1.0f;
-  int32_t jb, pb;
-  std::memcpy(&jb, &j, 4);
-  std::memcpy(&pb, &p, 4);
-  pb += static_cast<int32_t>(static_cast<uint32_t>(jb) << 23);
-  std::memcpy(&p, &pb, 4);
-  return p;
-}
+// silu(acc) = acc / (1 + exp(-acc)), exp(-acc) = 2^(-acc log2 e) (fast_math.h: rel. error 2e-7).
+inline float silu1(float acc) { return acc / (1.f + mmvssm_fast_math::exp2_fast_scalar(-acc * 1.4426950408889634f)); }
 
 constexpr int kMaxWidth = 8;
 
 #if defined(__AVX2__) && defined(__FMA__)
-// silu(acc) for 8 lanes with the same polynomial exp as exp_poly.
+// silu(acc) for 8 lanes.
 inline __m256 silu8(__m256 acc) {
-  __m256 x = _mm256_mul_ps(acc, _mm256_set1_ps(-1.4426950408889634f));
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-126.f)), _mm256_set1_ps(126.f));
-  const __m256 magic = _mm256_set1_ps(12582912.f);
-  const __m256 j = _mm256_add_ps(x, magic);
-  const __m256 f = _mm256_sub_ps(x, _mm256_sub_ps(j, magic));
-  __m256 p = _mm256_set1_ps(0.001326472731307149f);
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.009671512991189957f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.05550733581185341f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.24022242426872253f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.6931470036506653f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
-  const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(j), 23);
-  p = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
-  return _mm256_div_ps(acc, _mm256_add_ps(p, _mm256_set1_ps(1.f)));
+  const __m256 e = mmvssm_fast_math::exp2_avx2(_mm256_mul_ps(acc, _mm256_set1_ps(-1.4426950408889634f)));
+  return _mm256_div_ps(acc, _mm256_add_ps(e, _mm256_set1_ps(1.f)));
 }
 #endif
 
@@ -90,7 +57,7 @@ at::Tensor causal_conv1d_silu_fwd(const at::Tensor& x, const at::Tensor& weight,
       for (int64_t t = 0; t < head; ++t) {  // taps reaching before t = 0 see zeros
         float acc = b0;
         for (int j = W - 1 - static_cast<int>(t); j < W; ++j) acc += w[j] * xr[t - (W - 1) + j];
-        orow[t] = acc / (1.f + exp_poly(-acc));
+        orow[t] = silu1(acc);
       }
       int64_t t = head;
 #if defined(__AVX2__) && defined(__FMA__)
@@ -105,7 +72,7 @@ at::Tensor causal_conv1d_silu_fwd(const at::Tensor& x, const at::Tensor& weight,
       for (; t < L; ++t) {
         float acc = b0;
         for (int j = 0; j < W; ++j) acc += w[j] * xr[t - (W - 1) + j];
-        orow[t] = acc / (1.f + exp_poly(-acc));
+        orow[t] = silu1(acc);
       }
     }
   });

@@ -25,6 +25,8 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include "fast_math.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -42,39 +44,15 @@
 
 namespace {
 
+using namespace mmvssm_fast_math;
 using int64 = int64_t;
 constexpr double kLog2e = 1.4426950408889634;
 constexpr int TB = 8;  // time block
-
-// exp2 on [-0.5, 0.5]: p(f) = 1 + f q(f) ~ 2^f, max relative error 1.9e-7 (relative minimax fit with
-// p(0) = 1 exactly, so decays close to 1 carry no bias that would compound over long sequences).
-constexpr float kE0 = 1.0f, kE1 = 0.6931470036506653f, kE2 = 0.24022242426872253f,
-                kE3 = 0.05550733581185341f, kE4 = 0.009671512991189957f, kE5 = 0.001326472731307149f;
 
 // log1p(e) / e on [0, 1], degree 7, relative minimax (max rel. error of e q(e) vs log1p: 3.3e-7).
 constexpr float kL0 = 0.9999998211860657f, kL1 = -0.4999740421772003f, kL2 = 0.33275479078292847f,
                 kL3 = -0.2449546456336975f, kL4 = 0.1774524301290512f, kL5 = -0.10768172889947891f,
                 kL6 = 0.04408963397145271f, kL7 = -0.00853920727968216f;
-
-inline float exp2_fast_scalar(float x) {
-  x = std::min(std::max(x, -126.f), 127.f);
-  const float magic = 12582912.f;  // 1.5 * 2^23: x + magic rounds x to an integer kept in the low bits
-  float j = x + magic;
-  float n = j - magic;
-  float f = x - n;
-  float p = kE5;
-  p = p * f + kE4;
-  p = p * f + kE3;
-  p = p * f + kE2;
-  p = p * f + kE1;
-  p = p * f + kE0;
-  int32_t jb, pb;
-  std::memcpy(&jb, &j, 4);
-  std::memcpy(&pb, &p, 4);
-  pb += static_cast<int32_t>(static_cast<uint32_t>(jb) << 23);
-  std::memcpy(&p, &pb, 4);
-  return p;
-}
 
 template <typename T> inline float to_f(T x) { return static_cast<float>(x); }
 template <typename T> inline T from_f(float x) { return static_cast<T>(x); }
@@ -159,20 +137,7 @@ struct Avx2Ops {
   static vec sub(vec a, vec b) { return _mm256_sub_ps(a, b); }
   static vec mul(vec a, vec b) { return _mm256_mul_ps(a, b); }
   static vec fma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
-  static vec exp2(vec x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-126.f)), _mm256_set1_ps(127.f));
-    const vec magic = _mm256_set1_ps(12582912.f);
-    vec j = _mm256_add_ps(x, magic);
-    vec f = _mm256_sub_ps(x, _mm256_sub_ps(j, magic));
-    // Estrin: shorter dependency chain than Horner (the scan is latency-bound for small N)
-    const vec f2 = _mm256_mul_ps(f, f);
-    const vec p01 = _mm256_fmadd_ps(_mm256_set1_ps(kE1), f, _mm256_set1_ps(kE0));
-    const vec p23 = _mm256_fmadd_ps(_mm256_set1_ps(kE3), f, _mm256_set1_ps(kE2));
-    const vec p45 = _mm256_fmadd_ps(_mm256_set1_ps(kE5), f, _mm256_set1_ps(kE4));
-    const vec p = _mm256_fmadd_ps(_mm256_fmadd_ps(p45, f2, p23), f2, p01);
-    __m256i e = _mm256_slli_epi32(_mm256_castps_si256(j), 23);
-    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
-  }
+  static vec exp2(vec x) { return exp2_avx2(x); }
   // 1 / x for x in [1, inf]: rcp estimate + one Newton step (rel. error ~1e-7; inf -> 0).
   static vec rcp(vec x) {
     const vec r = _mm256_rcp_ps(x);
