@@ -5,9 +5,10 @@ threshold (at most 32 MiB) is a fresh ``mmap`` that is unmapped again on free, a
 heap is trimmed back to the OS: each forward pass at high resolution then page-faults all of its
 large activations in again. On a VM that backs guest memory lazily a 4 KiB fault costs several
 microseconds, so a 25 MB activation costs ~50 ms of faults, more than the op that fills it.
-:func:`retain_freed_memory` makes large blocks come from the heap and keeps freed heap memory, so
-from the second step on the same pages are reused (the process's RSS stays at its high-water mark,
-which is what ``ru_maxrss`` reports anyway).
+:func:`retain_freed_memory` makes large blocks come from the heap and keeps freed heap memory
+mapped, so later steps reuse resident pages (the process's RSS stays at its high-water mark, which
+is what ``ru_maxrss`` reports anyway). The kernel may still reclaim some freed pages (seen on the
+development VM for part of the allocations), so the saving is large but not always complete.
 """
 import ctypes
 import ctypes.util

@@ -14,11 +14,10 @@ if sys.argv[1] == 'retain':
 import torch
 def faults_of_one_alloc():
     r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    x = torch.ones(16 * 2 ** 20)  # 64 MiB, written once
+    x = torch.ones(32 * 2 ** 20)  # 128 MiB (above glibc's largest mmap threshold), written once
     del x
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
-faults_of_one_alloc()
-print(min(faults_of_one_alloc() for _ in range(3)))
+print(*[faults_of_one_alloc() for _ in range(6)])
 '''
 
 
@@ -29,11 +28,15 @@ def test_retained_memory_is_not_faulted_in_again():
         res = subprocess.run([sys.executable, '-c', _SCRIPT, mode], capture_output=True, text=True,
                              timeout=120)
         assert res.returncode == 0, res.stderr[-2000:]
-        faults[mode] = int(res.stdout.split()[-1])
-    # glibc's default: a 64 MiB block is a fresh mmap each time (16k 4 KiB pages, or 32 huge pages
-    # with THP); retained: the same heap pages are reused
-    assert faults['retain'] < 8, faults
-    assert faults['default'] > faults['retain'], faults
+        faults[mode] = [int(v) for v in res.stdout.split()]
+    # glibc's default: a 128 MiB block is a fresh mmap, unmapped on free: every allocation faults
+    # all its pages in again (32k 4 KiB pages, or 64 huge pages with THP)
+    assert min(faults['default']) >= 64, faults
+    # retained: the block comes from the heap and stays mapped after free, so later allocations
+    # reuse resident pages (the kernel may still reclaim some freed pages between allocations, as
+    # seen on the development VM, so not every one is fault-free)
+    assert min(faults['retain'][1:]) < max(1, min(faults['default']) // 100), faults
+    assert sum(faults['retain'][1:]) < sum(faults['default'][1:]), faults
 
 
 def test_retain_reports_what_it_did():
