@@ -99,8 +99,15 @@ def _reorder(seq: torch.Tensor, order: Tuple[torch.Tensor, torch.Tensor, bool],
 
 
 def _directions_stack(seq: torch.Tensor, orders) -> torch.Tensor:
-    """``(B, C, L)`` -> ``(B, K*C, L)``: the sequence in each direction's order, one buffer."""
+    """``(B, C, L)`` -> ``(B, K*C, L)``: the sequence in each direction's order.
+
+    Without autograd: one buffer filled in place. With autograd: ``torch.stack`` (in-place writes
+    into views of a buffer would keep every block's activations alive under non-reentrant
+    activation checkpointing)."""
     b, c, seq_len = seq.shape
+    if torch.is_grad_enabled() and seq.requires_grad:
+        return torch.stack([seq if o is None else _reorder(seq, o) for o in orders],
+                           dim=1).view(b, len(orders) * c, seq_len)
     out = seq.new_empty(b, len(orders), c, seq_len)
     for i, o in enumerate(orders):
         if o is None:
@@ -200,10 +207,15 @@ class MambaMixer(nn.Module):
         k, di, n, r = len(self.directions), self.d_inner, self.d_state, self.dt_rank
         hw = None if hw is None else (int(hw[0]), int(hw[1]))
         orders = [_order(d, hw, seq_len, cls_index, x.device) for d in self.directions]
-        # in_proj computed directly in the (B, 2*Di, L) layout the scan reads (as mamba-ssm does)
-        xz = torch.matmul(self.in_proj.weight, x.transpose(1, 2))
-        if self.in_proj.bias is not None:
-            xz = xz + self.in_proj.bias[:, None]
+        if torch.is_grad_enabled():
+            # under autograd a Linear: the broadcast matmul below kept every block's activations
+            # alive under non-reentrant activation checkpointing (Vim-S 1024x1024 training step:
+            # 3.3 GB instead of 1.8 GB)
+            xz = self.in_proj(x).transpose(1, 2)
+        else:  # in_proj directly in the (B, 2*Di, L) layout the scan reads, as mamba-ssm does
+            xz = torch.matmul(self.in_proj.weight, x.transpose(1, 2))
+            if self.in_proj.bias is not None:
+                xz = xz + self.in_proj.bias[:, None]
         u, z = (_directions_stack(part, orders) for part in xz.split(di, dim=1))  # (B, K*Di, L)
         branches = [self._branch(d) for d in self.directions]
         conv_w = torch.cat([br[0].weight for br in branches], 0)
