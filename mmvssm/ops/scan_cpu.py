@@ -1,6 +1,7 @@
 """``cpu`` backend: the fused C++ kernel ``mmvssm._C`` (sources in ``mmvssm/ops/csrc``).
 
-Forward and backward are single OpenMP/AVX2 kernels (see the header of ``csrc/selective_scan.cpp``).
+Forward and backward are single OpenMP kernels, AVX-512 or AVX2 chosen at run time (see the header of
+``csrc/selective_scan.cpp``; ``MMVSSM_NO_AVX512=1`` forces AVX2).
 u / delta / z are passed in their own dtype (fp32, bf16, fp16 or fp64) when they agree, and are
 converted in registers; A, B, C, D and delta_bias are passed in the compute dtype (fp32, or fp64
 for fp64 inputs). Contiguous fp32 inputs are used in place, without any copy.

@@ -6,7 +6,7 @@ Backends (each a named ``torch.autograd.Function``, traced as ``prim::PythonOp.<
 name      Function                what
 ========  ======================  ==========================================================
 cuda      ``SelectiveScanCuda``   mamba-ssm's ``selective_scan_cuda`` (CUDA tensors only)
-cpu       ``SelectiveScanCpu``    fused C++/OpenMP/AVX2 kernel ``mmvssm._C`` (CPU tensors)
+cpu       ``SelectiveScanCpu``    fused C++ kernel ``mmvssm._C``, AVX-512 / AVX2 (CPU)
 torch     ``SelectiveScanTorch``  pure-PyTorch chunked two-level scan (any device)
 ref       ``SelectiveScanRef``    plain sequential loop like ``selective_scan_ref`` (tests)
 ========  ======================  ==========================================================
@@ -49,7 +49,11 @@ def available_backends():
     cuda_ok, cuda_reason = cuda_module_status()
     ext, err = load_cpu_extension()
     if ext is not None:
-        simd = 'AVX2+FMA' if ext.has_avx2() else 'scalar (built without AVX2)'
+        if ext.has_avx2():
+            simd = ('AVX-512 (16 channels per vector, run-time choice)' if ext.uses_avx512()
+                    else 'AVX2+FMA')
+        else:
+            simd = 'scalar (built without AVX2)'
         cpu = (True, f'mmvssm._C fused kernel, {simd}')
     else:
         cpu = (False, f'mmvssm._C is not built ({err}); build it with `pip install -e .` '
