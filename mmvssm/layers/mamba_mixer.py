@@ -50,12 +50,9 @@ def _order(direction: str, hw: Optional[Tuple[int, int]], seq_len: int,
            cls_index: Optional[int], device: torch.device
            ) -> Optional[Tuple[torch.Tensor, torch.Tensor, bool]]:
     """``(idx, inverse, is_flip)`` for a direction (cached per shape and device); None for
-    ``row``; ``is_flip`` when the order is the plain reversal."""
+    ``row``; ``is_flip`` for ``row_rev``, the plain reversal of the whole sequence."""
     idx = _order_index(direction, hw, seq_len, cls_index, device)
-    if idx is None:
-        return None
-    is_flip = bool(torch.equal(idx, torch.arange(seq_len - 1, -1, -1, device=device)))
-    return idx, torch.argsort(idx), is_flip
+    return None if idx is None else (idx, torch.argsort(idx), direction == 'row_rev')
 
 
 def _order_index(direction: str, hw: Optional[Tuple[int, int]], seq_len: int,
@@ -98,14 +95,14 @@ def _reorder(seq: torch.Tensor, order: Tuple[torch.Tensor, torch.Tensor, bool],
     return seq.index_select(-1, inv if inverse else idx)
 
 
-def _directions_stack(seq: torch.Tensor, orders) -> torch.Tensor:
+def _directions_stack(seq: torch.Tensor, orders, in_place: bool) -> torch.Tensor:
     """``(B, C, L)`` -> ``(B, K*C, L)``: the sequence in each direction's order.
 
-    Without autograd: one buffer filled in place. With autograd: ``torch.stack`` (in-place writes
-    into views of a buffer would keep every block's activations alive under non-reentrant
+    ``in_place`` (no autograd): one buffer filled in place. Otherwise ``torch.stack`` (in-place
+    writes into views of a buffer would keep every block's activations alive under non-reentrant
     activation checkpointing)."""
     b, c, seq_len = seq.shape
-    if torch.is_grad_enabled() and seq.requires_grad:
+    if not in_place:
         return torch.stack([seq if o is None else _reorder(seq, o) for o in orders],
                            dim=1).view(b, len(orders) * c, seq_len)
     out = seq.new_empty(b, len(orders), c, seq_len)
@@ -207,7 +204,8 @@ class MambaMixer(nn.Module):
         k, di, n, r = len(self.directions), self.d_inner, self.d_state, self.dt_rank
         hw = None if hw is None else (int(hw[0]), int(hw[1]))
         orders = [_order(d, hw, seq_len, cls_index, x.device) for d in self.directions]
-        if torch.is_grad_enabled():
+        grad = torch.is_grad_enabled()
+        if grad:
             # under autograd a Linear: the broadcast matmul below kept every block's activations
             # alive under non-reentrant activation checkpointing (Vim-S 1024x1024 training step:
             # 3.3 GB instead of 1.8 GB)
@@ -216,7 +214,8 @@ class MambaMixer(nn.Module):
             xz = torch.matmul(self.in_proj.weight, x.transpose(1, 2))
             if self.in_proj.bias is not None:
                 xz = xz + self.in_proj.bias[:, None]
-        u, z = (_directions_stack(part, orders) for part in xz.split(di, dim=1))  # (B, K*Di, L)
+        u, z = (_directions_stack(part, orders, in_place=not grad)
+                for part in xz.split(di, dim=1))  # (B, K*Di, L) each
         branches = [self._branch(d) for d in self.directions]
         conv_w = torch.cat([br[0].weight for br in branches], 0)
         conv_b = (torch.cat([br[0].bias for br in branches], 0)
