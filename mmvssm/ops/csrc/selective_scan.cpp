@@ -161,9 +161,14 @@ struct Avx2Ops {
   // log1p(e) = e q(e), q a degree-7 relative minimax fit on [0, 1] (rel. error 3.3e-7), Estrin scheme.
   // No select for x > 20 is needed: there e q(e) < 2.1e-9 is below half an ulp of x (>= 9.5e-7), so the
   // final fma rounds to x exactly (threshold-20 semantics bit for bit).
-  static vec softplus(vec x) {
+  // In two halves, softplus_fin(x, softplus_exp(x)), so that kernels can run each half over many vectors
+  // in a row (see softplus_rows).
+  static vec softplus(vec x) { return softplus_fin(x, softplus_exp(x)); }
+  static vec softplus_exp(vec x) {
     const vec absx = _mm256_andnot_ps(_mm256_set1_ps(-0.f), x);
-    const vec e = exp2_nonpos(_mm256_mul_ps(absx, _mm256_set1_ps(-static_cast<float>(kLog2e))));
+    return exp2_nonpos(_mm256_mul_ps(absx, _mm256_set1_ps(-static_cast<float>(kLog2e))));
+  }
+  static vec softplus_fin(vec x, vec e) {
     const vec e2 = _mm256_mul_ps(e, e);
     const vec e4 = _mm256_mul_ps(e2, e2);
     const vec q01 = _mm256_fmadd_ps(_mm256_set1_ps(kL1), e, _mm256_set1_ps(kL0));
@@ -340,9 +345,12 @@ struct Avx512Ops {
     const vec r = _mm512_rcp14_ps(x);
     return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(x, r, _mm512_set1_ps(1.f)), r);
   }
-  static vec softplus(vec x) {  // see Avx2Ops::softplus
-    const vec absx = _mm512_abs_ps(x);
-    const vec e = exp2_nonpos(_mm512_mul_ps(absx, _mm512_set1_ps(-static_cast<float>(kLog2e))));
+  // see Avx2Ops::softplus
+  static vec softplus(vec x) { return softplus_fin(x, softplus_exp(x)); }
+  static vec softplus_exp(vec x) {
+    return exp2_nonpos(_mm512_mul_ps(_mm512_abs_ps(x), _mm512_set1_ps(-static_cast<float>(kLog2e))));
+  }
+  static vec softplus_fin(vec x, vec e) {
     const vec e2 = _mm512_mul_ps(e, e);
     const vec e4 = _mm512_mul_ps(e2, e2);
     const vec q01 = _mm512_fmadd_ps(_mm512_set1_ps(kL1), e, _mm512_set1_ps(kL0));
