@@ -24,3 +24,17 @@ def test_n1_long(backend, L, groups, flags):
     assert_close(last, ref_last, 'last_state', **FP32_TOL)
     for k, g in ref_grads.items():
         assert_grad_close(leaves[k].grad, g, f'd{k}', **FP32_TOL)
+
+
+@pytest.mark.parametrize('backend', backend_params(('cpu',)))
+@pytest.mark.parametrize('with_z', [False, True])
+def test_n1_streamed_output(backend, with_z):
+    """An fp32 N = 1 output of >= 32 MiB with L % 16 == 0 is written with non-temporal stores (the C++
+    kernel's streaming path, rows paired into full cache lines with AVX2): same values as the plain path."""
+    L = 65536  # (1, 128, 65536) fp32 = 32 MiB, the kernel's streaming threshold
+    inp = make_inputs(1, 128, L, 1, groups=4, with_z=with_z)
+    with torch.no_grad():
+        out, last = selective_scan(**inp, return_last_state=True, backend=backend)
+    ref_out, ref_last, _ = ground_truth(inp)
+    assert_close(out, ref_out, 'out', **FP32_TOL)
+    assert_close(last, ref_last, 'last_state', **FP32_TOL)

@@ -184,6 +184,7 @@ struct Avx2Ops {
   }
   static vec load_lanes(const float* p) { return _mm256_loadu_ps(p); }
   static void store_lanes(float* p, vec v) { _mm256_storeu_ps(p, v); }
+  static void stream_row(float* p, vec v) { _mm256_stream_ps(p, v); }  // p 32-byte aligned
   // W consecutive time steps of one row (N = 1 kernel), and its 8-step parts
   template <typename in_t>
   static vec load_row(const in_t* p) {
@@ -276,6 +277,8 @@ struct Params {
   void *out, *du, *ddelta, *dz;
   const T *A, *Bm, *Cm, *Dv, *bias;
   bool softplus;
+  // N = 1 forward: write out with non-temporal full-line stores (set by scan_fwd when it pays, see there)
+  bool stream_out = false;
   T *last_state, *ckpt;
   T *dA, *dD, *dbias, *dBbuf, *dCbuf;  // dA (B, D, N), dD / dbias (B, D), dB/dC buf (threads, B, G, N, L)
 };
@@ -366,6 +369,7 @@ struct Avx512Ops {
   }
   static vec load_lanes(const float* p) { return _mm512_loadu_ps(p); }
   static void store_lanes(float* p, vec v) { _mm512_storeu_ps(p, v); }
+  static void stream_row(float* p, vec v) { _mm512_stream_ps(p, v); }  // p 64-byte aligned
   static vec gather(const float* p, int64 stride) {
     alignas(64) float tmp[16];
     for (int i = 0; i < 16; ++i) tmp[i] = p[i * stride];
@@ -649,6 +653,9 @@ Params<T> make_params(const at::Tensor& u, const at::Tensor& delta, const at::Te
     default: TORCH_CHECK(false, NAME ": unsupported dtype ", TYPE);                          \
   }
 
+// Outputs at least this large are written with non-temporal stores by the N = 1 forward.
+constexpr size_t kStreamBytes = size_t(32) << 20;
+
 // Large outputs (u-sized, e.g. 98 MB for the VMamba stage-1 scan) come from fresh mmap'ed pages: with
 // 4 KiB pages, faulting them in costs more than the scan itself (~24k faults). Allocate them 2 MiB
 // aligned and ask for transparent huge pages (THP "madvise" mode), ~50 faults instead.
@@ -684,6 +691,11 @@ std::vector<at::Tensor> scan_fwd(const at::Tensor& u, const at::Tensor& delta, c
   MMVSSM_DISPATCH_IN(u.scalar_type(), "scan_fwd", {
     Params<T> p = make_params<T>(u, delta, A, B, C, D, z, bias, softplus);
     p.out = out.data_ptr();
+    // An N = 1 output this large is evicted before anyone reads it: plain stores would first read every
+    // line in (a third more memory traffic for a scan that is close to memory-bound). Full 64-byte lines
+    // need 64-byte aligned rows: L % 16 == 0 (the huge-page output is 2 MiB aligned).
+    p.stream_out = std::is_same_v<in_t, float> && p.N == 1 && p.L % 16 == 0 &&
+                   out.nbytes() >= kStreamBytes && reinterpret_cast<uintptr_t>(p.out) % 64 == 0;
     if (want_last_state) {
       last = at::empty({p.Bsz, p.D, p.N}, fopt);
       p.last_state = last.data_ptr<T>();
