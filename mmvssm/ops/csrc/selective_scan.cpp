@@ -15,6 +15,8 @@
 //     (max rel. error 2.4e-7), computed in registers; nothing of size (B, D, L, N) is materialized.
 //   * Channels of a group that do not fill a vector, and fp64 inputs (for gradcheck), go through the
 //     same code with a scalar "vector" type (W = 1).
+//   * N = 1 forward: own 8-channel kernel (rows of time steps, 8 x 8 transposes for the recurrence);
+//     outputs >= 32 MiB are written with non-temporal full-line stores.
 //   * Forward optionally saves the state at every K-th step (K * N ~ 2048); backward recomputes each
 //     chunk from its saved state (as mamba-ssm does with its 2048-step chunks), then runs the reverse scan.
 //     dB / dC are reduced across the channels of a vector with a transposing horizontal add and
@@ -162,7 +164,7 @@ struct Avx2Ops {
   // No select for x > 20 is needed: there e q(e) < 2.1e-9 is below half an ulp of x (>= 9.5e-7), so the
   // final fma rounds to x exactly (threshold-20 semantics bit for bit).
   // In two halves, softplus_fin(x, softplus_exp(x)), so that kernels can run each half over many vectors
-  // in a row (see softplus_rows).
+  // in a row (fwd_item_n1 does).
   static vec softplus(vec x) { return softplus_fin(x, softplus_exp(x)); }
   static vec softplus_exp(vec x) {
     const vec absx = _mm256_andnot_ps(_mm256_set1_ps(-0.f), x);
