@@ -30,7 +30,7 @@ def test_n1_long(backend, L, groups, flags):
 @pytest.mark.parametrize('with_z', [False, True])
 def test_n1_streamed_output(backend, with_z):
     """An fp32 N = 1 output of >= 32 MiB with L % 16 == 0 is written with non-temporal stores (the C++
-    kernel's streaming path, rows paired into full cache lines with AVX2): same values as the plain path."""
+    kernel's streaming path, rows paired into full cache lines with AVX2): it matches the float64 ground truth."""
     L = 65536  # (1, 128, 65536) fp32 = 32 MiB, the kernel's streaming threshold
     inp = make_inputs(1, 128, L, 1, groups=4, with_z=with_z)
     with torch.no_grad():
