@@ -15,7 +15,8 @@
 //     (max rel. error 2.4e-7), computed in registers; nothing of size (B, D, L, N) is materialized.
 //   * Channels of a group that do not fill a vector, and fp64 inputs (for gradcheck), go through the
 //     same code with a scalar "vector" type (W = 1).
-//   * N = 1 forward: own 8-channel kernel (rows of time steps, 8 x 8 transposes for the recurrence);
+//   * N = 1 forward: own 8-channel kernel (rows of time steps, 8 x 8 transposes for the recurrence), and
+//     a 4-channel one with staggered rows for row strides at which 8 rows collide mod 4 KiB (AVX2);
 //     outputs >= 32 MiB are written with non-temporal full-line stores.
 //   * Forward optionally saves the state at every K-th step (K * N ~ 2048); backward recomputes each
 //     chunk from its saved state (as mamba-ssm does with its 2048-step chunks), then runs the reverse scan.
@@ -127,6 +128,36 @@ inline void transpose8(__m256* r) {
   r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
   r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
   r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// 4 rows of 8 steps, r[i] = (channel i, steps 0..7) -> r[k] = [step k | step k + 4] over the 4 channels
+// (a 4 x 4 transpose in each 128-bit half; its own inverse).
+__attribute__((always_inline)) inline void transpose4x2(__m256* r) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  r[0] = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  r[1] = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  r[2] = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  r[3] = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+}
+
+__attribute__((always_inline)) inline void store_state(float* p, __m128 h) { _mm_storeu_ps(p, h); }
+
+// Recurrence over one 8-step part of 4 rows: a[i], b[i] = rows (channel i, 8 steps), i < 4; h (over the 4
+// channels) advanced 8 steps; returns the states in the same row layout in a[].
+__attribute__((always_inline)) inline void scan_part(__m256* a, __m256* b, __m128& h) {
+  transpose4x2(a);  // a[k] = [step k | step k + 4] over the 4 channels
+  transpose4x2(b);
+  __m128 hs[8];
+#pragma GCC unroll 8
+  for (int t = 0; t < 8; ++t) {
+    const __m128 at = t < 4 ? _mm256_castps256_ps128(a[t]) : _mm256_extractf128_ps(a[t - 4], 1);
+    const __m128 bt = t < 4 ? _mm256_castps256_ps128(b[t]) : _mm256_extractf128_ps(b[t - 4], 1);
+    h = _mm_fmadd_ps(at, h, bt);
+    hs[t] = h;
+  }
+  for (int k = 0; k < 4; ++k) a[k] = _mm256_set_m128(hs[k + 4], hs[k]);
+  transpose4x2(a);
 }
 
 struct Avx2Ops {
@@ -284,6 +315,20 @@ struct Params {
   T *last_state, *ckpt;
   T *dA, *dD, *dbias, *dBbuf, *dCbuf;  // dA (B, D, N), dD / dbias (B, D), dB/dC buf (threads, B, G, N, L)
 };
+
+// Circular distance of two byte offsets mod 4 KiB (the period of the L1 index).
+inline int64 offset_gap_4k(int64 x, int64 y) {
+  const int64 d = ((x - y) % 4096 + 4096) % 4096;
+  return std::min(d, 4096 - d);
+}
+
+// Whether two of `rows` consecutive rows of L elements of sz bytes start within 64 bytes of each other
+// mod 4 KiB (then the N = 1 forward, which streams them side by side, thrashes a few L1 sets).
+inline bool n1_rows_collide(int64 L, int64 sz, int rows) {
+  for (int i = 1; i < rows; ++i)
+    if (offset_gap_4k(i * L * sz, 0) < 64) return true;
+  return false;
+}
 
 inline int64 chunk_len(int64 N) {
   int64 K = (2048 / std::max<int64>(N, 1)) / TB * TB;
@@ -470,7 +515,7 @@ struct Item {
 
 // Work items: runs of 16 (AVX-512, when allowed), then 8 (AVX2) channels of one group, then single
 // channels for the rest of the group.
-std::vector<Item> make_items(int64 Bsz, int64 D, int64 G, bool vector_ok, bool wide_ok) {
+std::vector<Item> make_items(int64 Bsz, int64 D, int64 G, bool vector_ok, bool wide_ok, bool quad_ok) {
   std::vector<Item> items;
   const int64 Dg = D / G;
   for (int64 b = 0; b < Bsz; ++b)
@@ -479,8 +524,10 @@ std::vector<Item> make_items(int64 Bsz, int64 D, int64 G, bool vector_ok, bool w
       const int64 end = d + Dg;
       if (vector_ok && wide_ok)
         for (; d + 16 <= end; d += 16) items.push_back({b, d, 16});
-      if (vector_ok)
+      if (vector_ok && !quad_ok)
         for (; d + 8 <= end; d += 8) items.push_back({b, d, 8});
+      if (vector_ok && quad_ok)
+        for (; d + 4 <= end; d += 4) items.push_back({b, d, 4});
       for (; d < end; ++d) items.push_back({b, d, 1});
     }
   return items;
@@ -500,15 +547,19 @@ void run_fwd(const Params<T>& p) {
 #else
   constexpr bool vec_ok = false;
 #endif
-  // N = 1 has its own 8-channel kernel (fwd_item_n1; AVX-512: 16 time steps per row vector)
-  const auto items = make_items(p.Bsz, p.D, p.G, vec_ok, p.N > 1 && use_avx512());
+  // N = 1 has its own kernel (fwd_item_n1): 8-channel items, or 4-channel ones with AVX2 when 8 rows
+  // collide mod 4 KiB (AVX-512: 16 time steps per row vector)
+  const bool quad = p.N == 1 && !use_avx512() && n1_rows_collide(p.L, sizeof(in_t), 8);
+  const auto items = make_items(p.Bsz, p.D, p.G, vec_ok, p.N > 1 && use_avx512(), quad);
   at::parallel_for(0, static_cast<int64>(items.size()), 1, [&](int64 begin, int64 end) {
 #ifdef MMVSSM_AVX2
     if constexpr (std::is_same_v<T, float>) {
       if (p.N == 1) {  // one pass, its own prefetching
         for (int64 i = begin; i < end; ++i) {
           const Item& it = items[i];
-          if (it.w == 8) {
+          if (it.w == 4) {
+            base_isa::fwd_item_n1_quad<Avx2Ops, in_t>(p, it.b, it.d0);
+          } else if (it.w == 8) {
 #ifdef MMVSSM_AVX512
             if (use_avx512()) {
               avx512_isa::fwd_item_n1<avx512_isa::Avx512Ops, in_t>(p, it.b, it.d0);
@@ -564,7 +615,7 @@ void run_bwd(const Params<T>& p) {
 #else
   constexpr bool vec_ok = false;
 #endif
-  const auto items = make_items(p.Bsz, p.D, p.G, vec_ok, use_avx512());
+  const auto items = make_items(p.Bsz, p.D, p.G, vec_ok, use_avx512(), false);
   at::parallel_for(0, static_cast<int64>(items.size()), 1, [&](int64 begin, int64 end) {
     // one dB / dC buffer per thread; a nested (inline) call runs on one thread
     const int tid = std::min<int>(std::max<int>(at::get_thread_num(), 0), static_cast<int>(p.nthreads) - 1);
