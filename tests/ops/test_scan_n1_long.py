@@ -5,7 +5,7 @@ import torch
 
 from mmvssm.ops import selective_scan
 
-from ops_scan_cases import FP32_TOL, GRAD_NAMES, assert_close, assert_grad_close, backend_params, ground_truth, make_inputs
+from ops_scan_cases import BF16_TOL, FP32_TOL, GRAD_NAMES, assert_close, assert_grad_close, backend_params, ground_truth, make_inputs
 
 
 @pytest.mark.parametrize('backend', backend_params(('cpu', 'torch')))
@@ -41,20 +41,29 @@ def test_n1_streamed_output(backend, with_z):
 
 
 @pytest.mark.parametrize('backend', backend_params(('cpu',)))
-@pytest.mark.parametrize('L,dim,groups,with_z', [(24576, 8, None, True), (25088, 12, 2, False)])
-def test_n1_staggered_rows(backend, L, dim, groups, with_z):
-    """Row strides that are a multiple of 2 KiB make the C++ kernel stagger the rows of a 4-channel item in
+@pytest.mark.parametrize('L,dim,groups,with_z,dtype', [(24576, 8, None, True, torch.float32),
+                                                    (25088, 12, 2, False, torch.float32),
+                                                    (25092, 8, None, True, torch.float32),
+                                                    (25600, 8, None, False, torch.bfloat16)])
+def test_n1_staggered_rows(backend, L, dim, groups, with_z, dtype):
+    """Row strides at which rows collide mod 4 KiB make the C++ kernel stagger the rows of a 4-channel item in
     1 KiB steps (L = 24576: all rows at one offset mod 4 KiB, lags of 0-3 KiB; L = 25088: two offsets, lags
-    0 / 1 KiB), with masked first and last blocks and per-row checkpoints for the backward. Output, last state
-    and every gradient match the float64 ground truth. dim 12 in 2 groups: one 4-channel item and two single
-    channels per group."""
-    inp = make_inputs(1, dim, L, 1, groups=groups, with_D=True, with_z=with_z, with_bias=True, softplus=True)
-    leaves = {k: None if inp[k] is None else inp[k].detach().clone().requires_grad_(True) for k in GRAD_NAMES}
+    0 / 1 KiB; L = 25092: offsets 32 bytes apart, with tail steps, L % 8 = 4; bf16 at L = 25600: 50 KiB rows,
+    two offsets), with masked first and last blocks and per-row checkpoints for the backward. Output, last
+    state and, in fp32, every gradient match the float64 ground truth. dim 12 in 2 groups: one 4-channel
+    item and two single channels per group."""
+    inp = make_inputs(1, dim, L, 1, groups=groups, with_D=True, with_z=with_z, with_bias=True, softplus=True,
+                      dtype=dtype)
+    grads = dtype == torch.float32
+    leaves = {k: None if inp[k] is None else inp[k].detach().clone().requires_grad_(grads) for k in GRAD_NAMES}
     out, last = selective_scan(**leaves, delta_softplus=True, return_last_state=True, backend=backend)
-    gout = torch.randn_like(out)
-    out.backward(gout)
+    gout = torch.randn(out.shape) if grads else None
+    if grads:
+        out.backward(gout)
     ref_out, ref_last, ref_grads = ground_truth(inp, gout)
-    assert_close(out, ref_out, 'out', **FP32_TOL)
-    assert_close(last, ref_last, 'last_state', **FP32_TOL)
-    for k, g in ref_grads.items():
+    tol = FP32_TOL if grads else BF16_TOL
+    assert out.dtype == dtype
+    assert_close(out, ref_out, 'out', **tol)
+    assert_close(last, ref_last, 'last_state', **tol)
+    for k, g in (ref_grads or {}).items():
         assert_grad_close(leaves[k].grad, g, f'd{k}', **FP32_TOL)
