@@ -72,8 +72,8 @@ torch.save(res, sys.argv[1])
 
 
 def test_avx512_and_avx2_kernels_agree(tmp_path):
-    """The 16-channel AVX-512 kernels (chosen at run time) and the 8-channel AVX2 ones
-    (``MMVSSM_NO_AVX512=1``) compute the same forward and backward (each also passes the parity
+    """The AVX-512 kernels (chosen at run time; 16 channels, N = 1: 16-step row blocks) and the
+    AVX2 ones (``MMVSSM_NO_AVX512=1``; 8 channels, N = 1: 8-step blocks) compute the same forward and backward (each also passes the parity
     suite against fp64 on whichever this CPU runs)."""
     import os
     import subprocess

@@ -36,7 +36,7 @@ def _cases():
                                        with_z=flags[1], with_bias=flags[2], softplus=flags[3], last=flags[4]),
                                   id=f'L{L}-G{groups}-D{dim}-N{N}-' + ''.join('DzbsR'[k] if f else '_'
                                                                           for k, f in enumerate(flags))))
-    # vector + scalar tail channels in one group (C++ kernel: 8-channel vectors, then single channels)
+    # vector + scalar tail channels in one group (C++ kernel: 16 / 8-channel vectors, N = 1: 4, then single channels)
     cases.append(pytest.param(dict(batch=2, dim=20, L=37, N=16, groups=2, with_D=True, with_z=True,
                                    with_bias=True, softplus=True, last=True), id='tail-D20-G2'))
     cases.append(pytest.param(dict(batch=1, dim=12, L=300, N=5, groups=None, with_D=False, with_z=True,

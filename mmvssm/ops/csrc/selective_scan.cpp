@@ -12,12 +12,13 @@
 //     Time is processed in blocks of 8 steps: the 8x8 (channel x time) tiles of u / delta / z / out are
 //     transposed in registers, so no layout copy is made around the kernel.
 //   * exp(delta * A) = exp2(delta * (A * log2 e)) with a degree-5 polynomial + exponent bit tricks
-//     (max rel. error 2.4e-7), computed in registers; nothing of size (B, D, L, N) is materialized.
+//     (AVX-512: vrndscaleps / vscalefps; max rel. error 2.4e-7), computed in registers; nothing of size
+//     (B, D, L, N) is materialized.
 //   * Channels of a group that do not fill a vector, and fp64 inputs (for gradcheck), go through the
 //     same code with a scalar "vector" type (W = 1).
-//   * N = 1 forward: own 8-channel kernel (rows of time steps, 8 x 8 transposes for the recurrence), and
-//     a 4-channel one with staggered rows for row strides at which 8 rows collide mod 4 KiB (AVX2);
-//     outputs >= 32 MiB are written with non-temporal full-line stores.
+//   * N = 1 forward: own 4-channel kernel (rows of time steps, 4 x 4 transposes for the recurrence, rows
+//     staggered when their stride collides mod 4 KiB); outputs >= 32 MiB are written with non-temporal
+//     full-line stores.
 //   * Forward optionally saves the state at every K-th step (K * N ~ 2048); backward recomputes each
 //     chunk from its saved state (as mamba-ssm does with its 2048-step chunks), then runs the reverse scan.
 //     dB / dC are reduced across the channels of a vector with a transposing horizontal add and
@@ -33,6 +34,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <vector>
 
 #if defined(__linux__)
@@ -140,8 +142,6 @@ __attribute__((always_inline)) inline void transpose4x2(__m256* r) {
   r[2] = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
   r[3] = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
 }
-
-__attribute__((always_inline)) inline void store_state(float* p, __m128 h) { _mm_storeu_ps(p, h); }
 
 // Recurrence over one 8-step part of 4 rows: a[i], b[i] = rows (channel i, 8 steps), i < 4; h (over the 4
 // channels) advanced 8 steps; returns the states in the same row layout in a[].
@@ -375,22 +375,20 @@ struct Avx512Ops {
   static vec sub(vec a, vec b) { return _mm512_sub_ps(a, b); }
   static vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
   static vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
-  static vec exp2_poly(vec x) {  // x already clamped to [-126, 127]
-    const vec magic = _mm512_set1_ps(12582912.f);
-    vec j = _mm512_add_ps(x, magic);
-    vec f = _mm512_sub_ps(x, _mm512_sub_ps(j, magic));
+  // 2^x = 2^r p(f), r = round(x), f = x - r in [-1/2, 1/2]: Avx2Ops's polynomial (the same values lane for
+  // lane), with the rounding (vrndscaleps) and the 2^r scaling (vscalefps) in hardware. Clamped below at
+  // -126 like Avx2Ops; above 128 the result is inf (as expf's), so no upper clamp. exp2_nonpos is the same.
+  static vec exp2(vec x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-126.f));
+    const vec r = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const vec f = _mm512_sub_ps(x, r);
     const vec f2 = _mm512_mul_ps(f, f);
     const vec p01 = _mm512_fmadd_ps(_mm512_set1_ps(kE1), f, _mm512_set1_ps(kE0));
     const vec p23 = _mm512_fmadd_ps(_mm512_set1_ps(kE3), f, _mm512_set1_ps(kE2));
     const vec p45 = _mm512_fmadd_ps(_mm512_set1_ps(kE5), f, _mm512_set1_ps(kE4));
-    const vec p = _mm512_fmadd_ps(_mm512_fmadd_ps(p45, f2, p23), f2, p01);
-    __m512i e = _mm512_slli_epi32(_mm512_castps_si512(j), 23);
-    return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), e));
+    return _mm512_scalef_ps(_mm512_fmadd_ps(_mm512_fmadd_ps(p45, f2, p23), f2, p01), r);
   }
-  static vec exp2(vec x) {
-    return exp2_poly(_mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-126.f)), _mm512_set1_ps(127.f)));
-  }
-  static vec exp2_nonpos(vec x) { return exp2_poly(_mm512_max_ps(x, _mm512_set1_ps(-126.f))); }
+  static vec exp2_nonpos(vec x) { return exp2(x); }
   static vec rcp(vec x) {
     const vec r = _mm512_rcp14_ps(x);
     return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(x, r, _mm512_set1_ps(1.f)), r);
@@ -513,24 +511,33 @@ struct Item {
   int w;
 };
 
-// Work items: runs of 16 (AVX-512, when allowed), then 8 (AVX2) channels of one group, then single
-// channels for the rest of the group.
-std::vector<Item> make_items(int64 Bsz, int64 D, int64 G, bool vector_ok, bool wide_ok, bool quad_ok) {
+// Work items: runs of each of the vector widths in turn (widest first) of one group's channels, then single
+// channels for the rest of the group. No widths: single channels only.
+std::vector<Item> make_items(int64 Bsz, int64 D, int64 G, std::initializer_list<int> widths) {
   std::vector<Item> items;
   const int64 Dg = D / G;
   for (int64 b = 0; b < Bsz; ++b)
     for (int64 g = 0; g < G; ++g) {
       int64 d = g * Dg;
       const int64 end = d + Dg;
-      if (vector_ok && wide_ok)
-        for (; d + 16 <= end; d += 16) items.push_back({b, d, 16});
-      if (vector_ok && !quad_ok)
-        for (; d + 8 <= end; d += 8) items.push_back({b, d, 8});
-      if (vector_ok && quad_ok)
-        for (; d + 4 <= end; d += 4) items.push_back({b, d, 4});
+      for (const int w : widths)
+        for (; d + w <= end; d += w) items.push_back({b, d, w});
       for (; d < end; ++d) items.push_back({b, d, 1});
     }
   return items;
+}
+
+// Vector widths of the work items: N = 1 forward 4 channels (fwd_item_n1), else 16 (AVX-512) then 8.
+template <typename T>
+std::vector<Item> scan_items(const Params<T>& p, bool n1_fwd) {
+#ifdef MMVSSM_AVX2
+  if constexpr (std::is_same_v<T, float>) {
+    if (n1_fwd) return make_items(p.Bsz, p.D, p.G, {4});
+    if (use_avx512()) return make_items(p.Bsz, p.D, p.G, {16, 8});
+    return make_items(p.Bsz, p.D, p.G, {8});
+  }
+#endif
+  return make_items(p.Bsz, p.D, p.G, {});
 }
 
 // Forward over a thread's range of work items in time tiles of kTile steps: all items advance one
@@ -542,24 +549,14 @@ constexpr int64 kTile = 512;
 
 template <typename in_t, typename T>
 void run_fwd(const Params<T>& p) {
-#ifdef MMVSSM_AVX2
-  constexpr bool vec_ok = std::is_same_v<T, float>;
-#else
-  constexpr bool vec_ok = false;
-#endif
-  // N = 1 has its own kernel (fwd_item_n1): 8-channel items, or 4-channel ones with AVX2 when 8 rows
-  // collide mod 4 KiB (AVX-512: 16 time steps per row vector)
-  const bool quad = p.N == 1 && !use_avx512() && n1_rows_collide(p.L, sizeof(in_t), 8);
-  const auto items = make_items(p.Bsz, p.D, p.G, vec_ok, p.N > 1 && use_avx512(), quad);
+  const auto items = scan_items(p, p.N == 1);
   at::parallel_for(0, static_cast<int64>(items.size()), 1, [&](int64 begin, int64 end) {
 #ifdef MMVSSM_AVX2
     if constexpr (std::is_same_v<T, float>) {
-      if (p.N == 1) {  // one pass, its own prefetching
+      if (p.N == 1) {  // one pass, no time tiles
         for (int64 i = begin; i < end; ++i) {
           const Item& it = items[i];
           if (it.w == 4) {
-            base_isa::fwd_item_n1_quad<Avx2Ops, in_t>(p, it.b, it.d0);
-          } else if (it.w == 8) {
 #ifdef MMVSSM_AVX512
             if (use_avx512()) {
               avx512_isa::fwd_item_n1<avx512_isa::Avx512Ops, in_t>(p, it.b, it.d0);
@@ -610,12 +607,7 @@ void run_fwd(const Params<T>& p) {
 
 template <typename in_t, typename T>
 void run_bwd(const Params<T>& p) {
-#ifdef MMVSSM_AVX2
-  constexpr bool vec_ok = std::is_same_v<T, float>;
-#else
-  constexpr bool vec_ok = false;
-#endif
-  const auto items = make_items(p.Bsz, p.D, p.G, vec_ok, use_avx512(), false);
+  const auto items = scan_items(p, false);
   at::parallel_for(0, static_cast<int64>(items.size()), 1, [&](int64 begin, int64 end) {
     // one dB / dC buffer per thread; a nested (inline) call runs on one thread
     const int tid = std::min<int>(std::max<int>(at::get_thread_num(), 0), static_cast<int>(p.nthreads) - 1);
