@@ -73,8 +73,8 @@ torch.save(res, sys.argv[1])
 
 def test_avx512_and_avx2_kernels_agree(tmp_path):
     """The AVX-512 kernels (chosen at run time; 16 channels, N = 1: 16-step row blocks) and the
-    AVX2 ones (``MMVSSM_NO_AVX512=1``; 8 channels, N = 1: 8-step blocks) compute the same forward and backward (each also passes the parity
-    suite against fp64 on whichever this CPU runs)."""
+    AVX2 ones (``MMVSSM_NO_AVX512=1``; 8 channels, N = 1: 8-step blocks) compute the same forward
+    and backward (each also passes the parity suite against fp64 on whichever this CPU runs)."""
     import os
     import subprocess
     import sys
@@ -96,3 +96,21 @@ def test_avx512_and_avx2_kernels_agree(tmp_path):
         torch.testing.assert_close(a['last'], b['last'], rtol=1e-5, atol=1e-5)
         for ga, gb in zip(a['grads'], b['grads']):
             torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-4)
+
+
+def test_no_avx512_switch_values():
+    """``MMVSSM_NO_AVX512`` set to "" or "0" leaves the run-time choice alone; any other value turns
+    the AVX-512 kernels off."""
+    import os
+    import subprocess
+    import sys
+    code = 'from mmvssm import _C; print(_C.uses_avx512())'
+    env = {k: v for k, v in os.environ.items() if k != 'MMVSSM_NO_AVX512'}
+    got = {}
+    for value in (None, '', '0', '1', 'yes'):
+        e = dict(env) if value is None else dict(env, MMVSSM_NO_AVX512=value)
+        res = subprocess.run([sys.executable, '-c', code], env=e, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr[-2000:]
+        got[value] = res.stdout.strip()
+    assert got[''] == got['0'] == got[None]
+    assert got['1'] == got['yes'] == 'False'

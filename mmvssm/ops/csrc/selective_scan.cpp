@@ -491,11 +491,15 @@ void bwd_item16(const Params<float>& p, int64 b, int64 d0, int tid) {
 }  // namespace avx512_isa
 #pragma GCC pop_options
 
-// Whether the CPU runs the AVX-512 kernels (MMVSSM_NO_AVX512=1 turns them off, for comparisons).
+// Whether the CPU runs the AVX-512 kernels (MMVSSM_NO_AVX512 set to anything but "" or "0" turns them off,
+// for comparisons).
 bool use_avx512() {
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                         std::getenv("MMVSSM_NO_AVX512") == nullptr;
+  static const bool ok = [] {
+    const char* off = std::getenv("MMVSSM_NO_AVX512");
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           (off == nullptr || off[0] == '\0' || std::strcmp(off, "0") == 0);
+  }();
   return ok;
 }
 #else
