@@ -322,6 +322,9 @@ inline int64 offset_gap_4k(int64 x, int64 y) {
   return std::min(d, 4096 - d);
 }
 
+// Channels per work item of the N = 1 forward (fwd_item_n1; their rows are streamed side by side).
+constexpr int kN1Rows = 4;
+
 // Whether two of `rows` consecutive rows of L elements of sz bytes start within 64 bytes of each other
 // mod 4 KiB (then the N = 1 forward, which streams them side by side, thrashes a few L1 sets).
 inline bool n1_rows_collide(int64 L, int64 sz, int rows) {
@@ -531,12 +534,12 @@ std::vector<Item> make_items(int64 Bsz, int64 D, int64 G, std::initializer_list<
   return items;
 }
 
-// Vector widths of the work items: N = 1 forward 4 channels (fwd_item_n1), else 16 (AVX-512) then 8.
+// Vector widths of the work items: N = 1 forward kN1Rows channels (fwd_item_n1), else 16 (AVX-512) then 8.
 template <typename T>
 std::vector<Item> scan_items(const Params<T>& p, bool n1_fwd) {
 #ifdef MMVSSM_AVX2
   if constexpr (std::is_same_v<T, float>) {
-    if (n1_fwd) return make_items(p.Bsz, p.D, p.G, {4});
+    if (n1_fwd) return make_items(p.Bsz, p.D, p.G, {kN1Rows});
     if (use_avx512()) return make_items(p.Bsz, p.D, p.G, {16, 8});
     return make_items(p.Bsz, p.D, p.G, {8});
   }
@@ -560,7 +563,7 @@ void run_fwd(const Params<T>& p) {
       if (p.N == 1) {  // one pass, no time tiles
         for (int64 i = begin; i < end; ++i) {
           const Item& it = items[i];
-          if (it.w == 4) {
+          if (it.w == kN1Rows) {
 #ifdef MMVSSM_AVX512
             if (use_avx512()) {
               avx512_isa::fwd_item_n1<avx512_isa::Avx512Ops, in_t>(p, it.b, it.d0);
