@@ -133,7 +133,10 @@ def main(argv=None):
     if args.out is not None and scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    runner.test()
+    try:
+        runner.test()
+    finally:
+        tools.close_distributed()
 
 
 if __name__ == '__main__':

@@ -151,6 +151,15 @@ def build_runner(cfg):
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 
+def close_distributed():
+    """Destroy the process group of a distributed run (``--launcher pytorch``/``slurm``) once it is
+    over. Left to the interpreter's exit, the gloo threads of the group occasionally abort the
+    process after a successful run ('terminate called without an active exception', SIGABRT)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 # ----------------------------------------------------------------------------------------------
 def main(argv=None):
     args = parse_args(argv)
@@ -194,7 +203,10 @@ def main(argv=None):
 
     adapt_to_device(cfg, args.launcher)
     runner = build_runner(cfg)
-    runner.train()
+    try:
+        runner.train()
+    finally:
+        close_distributed()
 
 
 if __name__ == '__main__':

@@ -165,3 +165,19 @@ def test_adapt_to_device_swaps_sync_bn(tmp_path, monkeypatch):
     assert cfg.env_cfg.dist_cfg.backend == 'nccl'  # single process: no process group
     with pytest.raises(RuntimeError, match='pytorch'):
         train.adapt_to_device(cfg, launcher='slurm')
+
+
+def test_close_distributed_destroys_the_process_group(tmp_path):
+    """train.py / test.py end a distributed run by destroying its process group (a 1-process gloo
+    group here); without one, close_distributed does nothing."""
+    import torch.distributed as dist
+    train = _tool('train')
+    train.close_distributed()  # no group: a no-op
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0, world_size=1)
+    try:
+        assert dist.is_initialized()
+        train.close_distributed()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
