@@ -80,6 +80,15 @@ _INIT_CKPT = textwrap.dedent('''
     cfg.work_dir = {work_dir!r}
     tools.adapt_to_device(cfg)
     runner = tools.build_runner(cfg)
+    # what Runner.train() builds before it initializes the weights, in its order: the train loop's
+    # dataloader iterator draws its base seed from torch's global RNG, so skipping it would give
+    # another random init than the training run's
+    runner._train_loop = runner.build_train_loop(runner._train_loop)
+    runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+    if runner.param_schedulers is not None:
+        runner.param_schedulers = runner.build_param_scheduler(runner.param_schedulers)
+    if runner._val_loop is not None:
+        runner._val_loop = runner.build_val_loop(runner._val_loop)
     runner._init_model_weights()
     runner.save_checkpoint({work_dir!r}, 'iter_0.pth', save_optimizer=False,
                            save_param_scheduler=False, by_epoch=False)

@@ -7,9 +7,13 @@ path, fixed resize), and mmengine's InfiniteSampler with a fixed seed hands proc
 r, r+2, ... of the same shuffled stream. So 2 processes x batch 1 and 1 process x batch 2 see the
 same global batches and DDP's averaged gradient equals the single-process gradient of the mean
 loss. They differ only by float32 summation order (gradient all-reduce, per-sample vs batched
-kernels). After 4 AdamW steps every parameter agrees to within 2e-4 absolute (measured: 1.5e-6;
-one Adam step moves a weight by up to ~lr = 1e-3, so a data-order or averaging bug shows up at
-~1e-3 or more), and the model differs from its initial weights by far more than that.
+kernels), and AdamW turns that noise into full-size steps where a gradient element is near zero
+(m / sqrt(v) of a noisy 1e-8 gradient). Seen on the Zen 5 VM: after 2 steps 99 of the 202,752
+weights of one conv were more than 1e-5 apart, after 4 steps the largest gap was 1e-3 (~lr).
+So the check is on the whole update, ||w(1 proc) - w(2 procs)|| / ||w(1 proc) - w_init|| over all
+parameters: measured 0.003 after 4 steps, and 0.86 when the 2-process run is given another data
+order (sampler seed 1); the threshold is 0.05. AdamW is nearly invariant to the gradient's scale,
+so a sum-instead-of-mean all-reduce would not show here; a data-order or sharding bug does.
 """
 import os.path as osp
 import socket
@@ -47,8 +51,11 @@ def test_two_processes_match_one(toy_root):
     w1 = _weights(osp.join(one, f'iter_{ITERS}.pth'))
     w2 = _weights(osp.join(two, f'iter_{ITERS}.pth'))
     assert w1.keys() == w2.keys()
-    diff = max((w1[k].float() - w2[k].float()).abs().max().item() for k in w1)
+    diff = sum(((w1[k].float() - w2[k].float()) ** 2).sum() for k in w1).sqrt().item()
+    update = sum(((w1[k].float() - init[k].float()) ** 2).sum() for k in w1).sqrt().item()
     moved = max((w1[k].float() - init[k].float()).abs().max().item() for k in w1)
-    print(f'max |w(1 proc) - w(2 procs)| = {diff:.3g}; max |w - w_init| = {moved:.3g}')
-    assert moved > 1e-3
-    assert diff < 2e-4, diff
+    print(f'||w(1 proc) - w(2 procs)|| / ||w - w_init|| = {diff / update:.3g}; '
+          f'max |w - w_init| = {moved:.3g}')
+    # 4 AdamW steps of at most ~lr = 1e-3 each (warm-up from 0.1 lr): trained, and from the same init
+    assert 1e-4 < moved < 1e-2, moved
+    assert diff / update < 0.05, (diff, update)
