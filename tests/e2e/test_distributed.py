@@ -46,8 +46,14 @@ def _weights(path):
     return U.load_ckpt(path)['state_dict']
 
 
+@pytest.fixture(scope='module')
+def init_weights(toy_root):
+    """The weights every run of the exact config starts from (whatever the optimizer)."""
+    return _weights(U.save_initial_checkpoint(U.SEG_EXACT, toy_root / 'dist_init', toy_root))
+
+
 @pytest.mark.parametrize('optimizer', sorted(OPTIMIZERS))
-def test_two_processes_match_one(toy_root, optimizer):
+def test_two_processes_match_one(toy_root, init_weights, optimizer):
     opts, (lo, hi), max_gap = OPTIMIZERS[optimizer]
     one, two = toy_root / f'dist_1proc_{optimizer}', toy_root / f'dist_2proc_{optimizer}'
     U.tool('train.py', U.SEG_EXACT, '--work-dir', one, '--cfg-options', *SHORT, *opts,
@@ -60,13 +66,12 @@ def test_two_processes_match_one(toy_root, optimizer):
     # mmengine's environment report: a distributed run over 2 processes
     assert 'Distributed training: True' in proc.stdout, proc.stdout[-3000:]
     assert 'GPU number: 2' in proc.stdout, proc.stdout[-3000:]
-    init = _weights(U.save_initial_checkpoint(U.SEG_EXACT, toy_root / 'dist_init', toy_root))
     w1 = _weights(osp.join(one, f'iter_{ITERS}.pth'))
     w2 = _weights(osp.join(two, f'iter_{ITERS}.pth'))
     assert w1.keys() == w2.keys()
     diff = sum(((w1[k].float() - w2[k].float()) ** 2).sum() for k in w1).sqrt().item()
-    update = sum(((w1[k].float() - init[k].float()) ** 2).sum() for k in w1).sqrt().item()
-    moved = max((w1[k].float() - init[k].float()).abs().max().item() for k in w1)
+    update = sum(((w1[k].float() - init_weights[k].float()) ** 2).sum() for k in w1).sqrt().item()
+    moved = max((w1[k].float() - init_weights[k].float()).abs().max().item() for k in w1)
     print(f'||w(1 proc) - w(2 procs)|| / ||w - w_init|| = {diff / update:.3g}; '
           f'max |w - w_init| = {moved:.3g}')
     assert lo < moved < hi, moved  # trained, and from the same init
