@@ -428,6 +428,29 @@ struct Avx512Ops {
     _mm512_store_ps(tmp, v);
     for (int i = 0; i < 16; ++i) p[i * stride] = tmp[i];
   }
+  // One Hillis-Steele level of the N = 1 recurrence over the 16 lanes (time steps) of a row: the step pair
+  // (a_j, b_j) absorbs the one S lanes earlier, b_j += a_j b_{j-S}, a_j *= a_{j-S}; lanes j < S take the
+  // identity (a = 1, b = 0). After levels 1, 2, 4, 8, (a_j, b_j) maps the state before lane 0 to the one
+  // after lane j: products of decays only, like the sequential loop.
+  template <int S>
+  static void scan_level(vec& a, vec& b) {
+    const __m512i sb = _mm512_alignr_epi32(_mm512_castps_si512(b), _mm512_setzero_si512(), 16 - S);
+    const __m512i sa = _mm512_alignr_epi32(_mm512_castps_si512(a), _mm512_castps_si512(_mm512_set1_ps(1.f)), 16 - S);
+    b = _mm512_fmadd_ps(a, _mm512_castsi512_ps(sb), b);
+    a = _mm512_mul_ps(a, _mm512_castsi512_ps(sa));
+  }
+  // States h_0..h_15 of one row (16 time steps of one channel) from the state hb before them (in every
+  // lane); hb becomes h_15 in every lane. The rows' dependency chain is one fma and one permute per block.
+  static vec scan_row(vec a, vec b, vec& hb) {
+    scan_level<1>(a, b);
+    scan_level<2>(a, b);
+    scan_level<4>(a, b);
+    scan_level<8>(a, b);
+    const vec h = _mm512_fmadd_ps(a, hb, b);
+    hb = _mm512_permutexvar_ps(_mm512_set1_epi32(15), h);
+    return h;
+  }
+  static float first_lane(vec v) { return _mm512_cvtss_f32(v); }
   static vec join(__m256 lo, __m256 hi) { return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1); }
   static vec join(const __m256* parts) { return join(parts[0], parts[1]); }
   static __m256 part(vec v, int q) { return q == 0 ? _mm512_castps512_ps256(v) : _mm512_extractf32x8_ps(v, 1); }
