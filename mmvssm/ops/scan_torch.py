@@ -13,9 +13,8 @@ Python steps: ~2T + C instead of L. Only decays are multiplied, so it is as stab
 The backward pass is analytic (same two-level structure in reverse), recomputing states slab by slab so
 that memory stays bounded. Per-step tensors have the layout (B, G, D/G, C, N).
 
-N = 1 (VMamba v2) forward: ``_forward_n1`` works from the native (B, D, L) layout segment by segment (cache-
-sized workspace, every step elementwise, chunk length ``_N1_CHUNK`` for L >= ``_N1_SEGMENT``); measured
-(1, 384, 64000, 1) G=4, 1 thread: ~250 ms vs ~2.7 s for ``ref`` on a loaded 2-core box.
+N = 1 (VMamba v2) forward: ``_forward_n1`` works in the native (B, D, L) layout segment by segment (cache-
+sized workspace, every step elementwise, an in-row doubling scan instead of transposes to time-major).
 """
 import math
 
@@ -126,95 +125,94 @@ def _forward(lay, need_y=True):
     return y, h[:, :, :, -1], H_in
 
 
-# Columns (time steps) per segment of the N = 1 forward, and its chunk length: the segment's six
-# workspace buffers (B * D * 2048 floats each) are allocated once per call and stay cache-sized.
-_N1_SEGMENT = 2048
+# N = 1 forward: elements per segment workspace buffer (rows * columns; ~1 MiB in fp32 keeps the
+# segment's buffers in L2 on the development VMs), and the window of its in-row doubling scan.
+_N1_SEGMENT_ELEMS = 2 ** 18
+_N1_WINDOW = 32
+# Chunk length of the N = 1 entry states (what the backward recomputes from) for L >= _N1_LONG.
+_N1_LONG = 2048
 _N1_CHUNK = 32
 
 
-def _forward_n1(u, delta, A, B, C, Dv, delta_bias, delta_softplus, T):
-    """Forward for N = 1 from the native (B, D, L) layout, segment by segment along L.
+def _n1_segment(rows, L, T):
+    """Columns per segment of the N = 1 forward: a multiple of the chunk length T, 128-512 when L is longer."""
+    if L <= 512:
+        return L
+    return max(T, min(512, max(128, _N1_SEGMENT_ELEMS // rows)) // T * T)
 
-    Every step is elementwise (the state is a scalar per channel). For each segment of whole chunks,
-    in a workspace allocated once (fresh memory costs a page fault per 4 KiB, more than the math):
-    ``dt`` (bias + softplus, in place) and ``dt u``; both turned time-major (T, B, G, Dg, chunks) by
-    one 2-D transpose each (torch's blocked copy; an op with permuted operands is several times slower);
-    ``a = exp(dt A)`` and ``b = dt u B`` in place; pass 1 (chunk-end states from zero), the carry over the
-    segment's chunks and pass 3 (the re-scan, in place in ``b``: one ``addcmul`` per step); then ``h`` is
-    transposed back and ``C h + D u`` written into the (B, D, L) output.
-    Returns y (B, D, L) (before z), the last state (B, G, Dg) and the chunk entry states
-    H_in (B, G, Dg, C, 1) of the chunk length T (what the backward expects).
+
+def _forward_n1(u, delta, A, B, C, Dv, delta_bias, delta_softplus, T):
+    """Forward for N = 1 in the native (B, D, L) layout, segment by segment along L, without transposes.
+
+    The state is a scalar per channel, so every step is elementwise. Per segment of S columns (all
+    contiguous, shifted-slice ops, no strided access):
+
+    1. ``dt`` = softplus(delta + bias) (clamp, exp, log1p, max: ``F.softplus``'s threshold 20),
+       ``a = exp(dt A)``, ``b = dt u B``; the state before the segment is folded into ``b`` of its first step;
+    2. a Hillis-Steele doubling scan within the segment's rows up to a window of W = ``_N1_WINDOW`` steps:
+       after it, ``(a_t, b_t)`` maps the state W steps back (or the segment start) to the state after t,
+       ``b_t += a_t b_{t-s}``, ``a_t *= a_{t-s}`` for s = 1, 2, ..., W / 2 (the W identity columns left
+       of the segment, a = 1 and b = 0, stand for steps before it);
+    3. ``h_t = b_t + a_t h_{t-W}``: S / W - 1 steps over (B, D, W) column blocks, in place in ``b``;
+    4. ``y = C h + D u``.
+
+    Only products of decays are formed, as in the sequential loop. Returns y (B, D, L) (before z), the last
+    state (B, G, Dg) and the chunk entry states H_in (B, G, Dg, C, 1) of the chunk length T (what the
+    backward expects).
     """
     Bsz, D, L = u.shape
     G = B.shape[1]
     Dg = D // G
+    W = _N1_WINDOW
     Cn = math.ceil(L / T)
-    Al = A[:, 0].reshape(G, Dg, 1)
+    S = _n1_segment(Bsz * D, L, T)
     y = empty_large((Bsz, D, L), u)
-    H = u.new_zeros((Bsz, G, Dg))
-    H_in = u.new_empty((Bsz, G, Dg, Cn))
-    per = max(1, min(Cn, _N1_SEGMENT // T))
-    ws = empty_large((6, Bsz, D, per * T), u)
-    Hs = u.new_empty((per + 1, Bsz, G, Dg))
-    for c0 in range(0, Cn, per):
-        c1 = min(Cn, c0 + per)
-        n, l0, l1 = c1 - c0, c0 * T, min(L, c1 * T)
-        w, m = n * T, l1 - l0
-        x, e, r, dt, a, b = (buf.view(-1)[:Bsz * D * w].view(Bsz, D, w) for buf in ws)
-        if m < w:  # identity steps (dt = 0 after softplus, u = 0, B = 0) for the padding
-            x[..., m:] = -math.inf if delta_softplus else 0.0
-        xs = x[..., :m]
-        if delta_bias is not None:
-            torch.add(delta[..., l0:l1], delta_bias[:, None], out=xs)
+    H_in = u.new_empty((Bsz, D, Cn))
+    A3 = A[:, 0].reshape(1, D, 1)
+    bias3 = None if delta_bias is None else delta_bias.reshape(1, D, 1)
+    D3 = None if Dv is None else Dv.reshape(1, D, 1)
+    plain = u.new_empty((3, Bsz * D * S))
+    padded = u.new_empty((4, Bsz, D, W + S))  # a, a', b, b' with W identity columns on the left
+    padded[:2, ..., :W] = 1.0
+    padded[2:, ..., :W] = 0.0
+    shifts = [2 ** k for k in range(int(math.log2(W)))]
+    h_last = u.new_zeros((Bsz, D, 1))
+    for l0 in range(0, L, S):
+        m = min(S, L - l0)
+        x, e, dt = (buf[:Bsz * D * m].view(Bsz, D, m) for buf in plain)
+        pa, pa2, pb, pb2 = (buf[..., :W + m] for buf in padded)
+        if bias3 is not None:
+            torch.add(delta[..., l0:l0 + m], bias3, out=x)
         else:
-            xs.copy_(delta[..., l0:l1])
+            x.copy_(delta[..., l0:l0 + m])
         if delta_softplus:
-            # softplus(x) = max(x, 0) + log1p(exp(-|x|)), log1p(q) = log(w) - ((w - 1) - q) / w, w = 1 + q
-            torch.abs(x, out=e).neg_().exp_()
-            torch.add(e, 1, out=r)
-            torch.log(r, out=dt)
-            dt.sub_(r.sub_(1).sub_(e).div_(e.add_(1)))
-            dt.add_(torch.clamp(x, min=0, out=r))
-            if dt.dtype != torch.float32:
-                torch.where(x > 20, x, dt, out=dt)
+            torch.clamp(x, max=20.0, out=e)
+            torch.maximum(e.exp_().log1p_(), x, out=dt)  # log1p(exp(x)) >= x below 20, x above
         else:
-            dt.copy_(x)
-        us = u[..., l0:l1]
-        torch.mul(dt[..., :m], us, out=r[..., :m])
-        if m < w:
-            r[..., m:] = 0.0
-        R = Bsz * D * n
-        a = a.view(T, Bsz, G, Dg, n)
-        a.view(T, R).copy_(dt.view(R, T).t())
-        a.mul_(Al).exp_()
-        b = b.view(T, Bsz, G, Dg, n)
-        b.view(T, R).copy_(r.view(R, T).t())
-        Bs = B[:, :, 0, l0:l1]
-        if m < w:
-            Bs = F.pad(Bs, (0, w - m))
-        b.mul_(Bs.reshape(Bsz * G * n, T).t().reshape(T, Bsz, G, 1, n))
-        at, bt = a.unbind(0), b.unbind(0)
-        Hs[0] = H
-        if n > 1:
-            h = torch.zeros_like(at[0])
-            for t in range(T):
-                torch.addcmul(bt[t], at[t], h, out=h)
-            P = a.prod(0).movedim(-1, 0).contiguous()  # chunk decays: products of decays <= 1
-            hc = h.movedim(-1, 0).contiguous()
-            for c in range(n):  # Hs[c] = entry state of chunk c
-                torch.addcmul(hc[c], P[c], Hs[c], out=Hs[c + 1])
-        hin = Hs[:n].movedim(0, -1)
-        H_in[..., c0:c1] = hin
-        torch.addcmul(bt[0], at[0], hin, out=bt[0])
-        for t in range(1, T):
-            torch.addcmul(bt[t], at[t], bt[t - 1], out=bt[t])
-        H = bt[T - 1][..., n - 1].clone()
-        x.view(R, T).copy_(b.view(T, R).t())
-        ys = y[..., l0:l1]
-        torch.mul(x.view(Bsz, G, Dg, w)[..., :m], C[:, :, :, l0:l1], out=ys.view(Bsz, G, Dg, m))
-        if Dv is not None:
-            ys.addcmul_(us, Dv[:, None])
-    return y, H, H_in.unsqueeze(-1)
+            dt = x
+        a, b = pa[..., W:], pb[..., W:]
+        torch.mul(dt, A3, out=a).exp_()
+        us = u[..., l0:l0 + m]
+        torch.mul(dt, us, out=b)
+        b.view(Bsz, G, Dg, m).mul_(B[:, :, :, l0:l0 + m])
+        b[..., :1].addcmul_(a[..., :1], h_last)
+        for s_ in shifts:
+            torch.addcmul(pb[..., W:], pa[..., W:], pb[..., W - s_:W + m - s_], out=pb2[..., W:])
+            torch.mul(pa[..., W:], pa[..., W - s_:W + m - s_], out=pa2[..., W:])
+            pa, pa2, pb, pb2 = pa2, pa, pb2, pb
+        a, h = pa[..., W:], pb[..., W:]
+        for c0 in range(W, m, W):
+            hc = h[..., c0:c0 + W]
+            torch.addcmul(hc, a[..., c0:c0 + W], h[..., c0 - W:c0 - W + hc.shape[-1]], out=hc)
+        k0, nk = l0 // T, math.ceil(m / T)
+        H_in[..., k0] = h_last[..., 0]
+        H_in[..., k0 + 1:k0 + nk] = h[..., T - 1:(nk - 1) * T:T]
+        h_last.copy_(h[..., m - 1:m])
+        ys = y[..., l0:l0 + m]
+        torch.mul(h.view(Bsz, G, Dg, m), C[:, :, :, l0:l0 + m], out=ys.view(Bsz, G, Dg, m))
+        if D3 is not None:
+            ys.addcmul_(us, D3)
+    return y, h_last.view(Bsz, G, Dg), H_in.view(Bsz, G, Dg, Cn, 1)
 
 
 def softplus(x):
@@ -257,7 +255,7 @@ class SelectiveScanTorch(torch.autograd.Function):
             zc = None if z is None else z.to(cdt)
             T = chunk_length(uc.shape[2], uc.shape[0] * uc.shape[1] * Ac.shape[1])
             if Ac.shape[1] == 1:
-                if uc.shape[2] >= _N1_SEGMENT:
+                if uc.shape[2] >= _N1_LONG:
                     T = _N1_CHUNK
                 y, last, H_in = _forward_n1(uc, dc, Ac, Bc, Cc, Dc, bc, delta_softplus, T)
             else:
