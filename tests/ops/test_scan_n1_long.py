@@ -67,3 +67,22 @@ def test_n1_staggered_rows(backend, L, dim, groups, with_z, dtype):
     assert_close(last, ref_last, 'last_state', **tol)
     for k, g in (ref_grads or {}).items():
         assert_grad_close(leaves[k].grad, g, f'd{k}', **FP32_TOL)
+
+
+def test_n1_torch_short_segments():
+    """Many rows make the torch backend's N = 1 forward cut short segments (2 x 1024 rows: 128 columns, so
+    16 full segments and a 52-column tail whose last stride block is partial): output, last state and every
+    gradient (the backward restarts from the forward's chunk entry states) match the float64 ground truth."""
+    from mmvssm.ops.scan_torch import _N1_CHUNK, _n1_segment
+    L = 2100
+    assert _n1_segment(2 * 1024, L, _N1_CHUNK) == 128
+    inp = make_inputs(2, 1024, L, 1, groups=4, with_D=True, with_z=True, with_bias=True, softplus=True)
+    leaves = {k: None if inp[k] is None else inp[k].detach().clone().requires_grad_(True) for k in GRAD_NAMES}
+    out, last = selective_scan(**leaves, delta_softplus=True, return_last_state=True, backend='torch')
+    gout = torch.randn_like(out)
+    out.backward(gout)
+    ref_out, ref_last, ref_grads = ground_truth(inp, gout)
+    assert_close(out, ref_out, 'out', **FP32_TOL)
+    assert_close(last, ref_last, 'last_state', **FP32_TOL)
+    for k, g in ref_grads.items():
+        assert_grad_close(leaves[k].grad, g, f'd{k}', **FP32_TOL)
