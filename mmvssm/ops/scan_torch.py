@@ -17,6 +17,7 @@ N = 1 (VMamba v2) forward: ``_forward_n1`` works in the native (B, D, L) layout 
 sized workspace, every step elementwise, an in-row doubling scan instead of transposes to time-major).
 """
 import math
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -162,8 +163,6 @@ def _forward_n1(u, delta, A, B, C, Dv, delta_bias, delta_softplus, T):
     """
     Bsz, D, L = u.shape
     G = B.shape[1]
-    Dg = D // G
-    W = _N1_WINDOW
     Cn = math.ceil(L / T)
     S = _n1_segment(Bsz * D, L, T)
     y = empty_large((Bsz, D, L), u)
@@ -171,48 +170,82 @@ def _forward_n1(u, delta, A, B, C, Dv, delta_bias, delta_softplus, T):
     A3 = A[:, 0].reshape(1, D, 1)
     bias3 = None if delta_bias is None else delta_bias.reshape(1, D, 1)
     D3 = None if Dv is None else Dv.reshape(1, D, 1)
-    plain = u.new_empty((3, Bsz * D * S))
-    padded = u.new_empty((4, Bsz, D, W + S))  # a, a', b, b' with W identity columns on the left
-    padded[:2, ..., :W] = 1.0
-    padded[2:, ..., :W] = 0.0
-    shifts = [2 ** k for k in range(int(math.log2(W)))]
+    ws = _N1Workspace(u, G, S, T)
     h_last = u.new_zeros((Bsz, D, 1))
     for l0 in range(0, L, S):
         m = min(S, L - l0)
-        x, e, dt = (buf[:Bsz * D * m].view(Bsz, D, m) for buf in plain)
-        pa, pa2, pb, pb2 = (buf[..., :W + m] for buf in padded)
+        v = ws.views(m)
         if bias3 is not None:
-            torch.add(delta[..., l0:l0 + m], bias3, out=x)
+            torch.add(delta[..., l0:l0 + m], bias3, out=v.x)
         else:
-            x.copy_(delta[..., l0:l0 + m])
+            v.x.copy_(delta[..., l0:l0 + m])
+        dt = v.x
         if delta_softplus:
-            torch.clamp(x, max=20.0, out=e)
-            torch.maximum(e.exp_().log1p_(), x, out=dt)  # log1p(exp(x)) >= x below 20, x above
-        else:
-            dt = x
-        a, b = pa[..., W:], pb[..., W:]
-        torch.mul(dt, A3, out=a).exp_()
+            torch.clamp(v.x, max=20.0, out=v.e)
+            dt = torch.maximum(v.e.exp_().log1p_(), v.x, out=v.dt)  # log1p(exp(x)) >= x below 20, x above
+        torch.mul(dt, A3, out=v.a).exp_()
         us = u[..., l0:l0 + m]
-        torch.mul(dt, us, out=b)
-        b.view(Bsz, G, Dg, m).mul_(B[:, :, :, l0:l0 + m])
-        b[..., :1].addcmul_(a[..., :1], h_last)
-        for s_ in shifts:
-            torch.addcmul(pb[..., W:], pa[..., W:], pb[..., W - s_:W + m - s_], out=pb2[..., W:])
-            torch.mul(pa[..., W:], pa[..., W - s_:W + m - s_], out=pa2[..., W:])
-            pa, pa2, pb, pb2 = pa2, pa, pb2, pb
-        a, h = pa[..., W:], pb[..., W:]
-        for c0 in range(W, m, W):
-            hc = h[..., c0:c0 + W]
-            torch.addcmul(hc, a[..., c0:c0 + W], h[..., c0 - W:c0 - W + hc.shape[-1]], out=hc)
-        k0, nk = l0 // T, math.ceil(m / T)
+        torch.mul(dt, us, out=v.b)
+        v.b4.mul_(B[:, :, :, l0:l0 + m])
+        v.b_first.addcmul_(v.a_first, h_last)
+        for b_in, a_in, b_sh, b_out, a_sh, a_out in v.levels:
+            torch.addcmul(b_in, a_in, b_sh, out=b_out)
+            torch.mul(a_in, a_sh, out=a_out)
+        for hc, ac, hp in v.steps:
+            torch.addcmul(hc, ac, hp, out=hc)
+        k0 = l0 // T
         H_in[..., k0] = h_last[..., 0]
-        H_in[..., k0 + 1:k0 + nk] = h[..., T - 1:(nk - 1) * T:T]
-        h_last.copy_(h[..., m - 1:m])
+        H_in[..., k0 + 1:k0 + v.nk] = v.h_chunk_ends
+        h_last.copy_(v.h_end)
         ys = y[..., l0:l0 + m]
-        torch.mul(h.view(Bsz, G, Dg, m), C[:, :, :, l0:l0 + m], out=ys.view(Bsz, G, Dg, m))
+        torch.mul(v.h4, C[:, :, :, l0:l0 + m], out=ys.view(v.h4.shape))
         if D3 is not None:
             ys.addcmul_(us, D3)
-    return y, h_last.view(Bsz, G, Dg), H_in.view(Bsz, G, Dg, Cn, 1)
+    return y, h_last.view(Bsz, G, D // G), H_in.view(Bsz, G, D // G, Cn, 1)
+
+
+class _N1Workspace:
+    """Buffers of the N = 1 forward (x, e, dt; a, a', b, b' with W identity columns on the left, a = 1 and
+    b = 0) and, per segment width m, the views its loop works on (built once: the same for every full
+    segment, so the loop does no slicing of its own)."""
+
+    def __init__(self, u, G, S, T):
+        self.Bsz, self.D, _ = u.shape
+        self.G, self.T, self.W = G, T, _N1_WINDOW
+        self.plain = u.new_empty((3, self.Bsz * self.D * S))
+        self.padded = u.new_empty((4, self.Bsz, self.D, self.W + S))
+        self.padded[:2, ..., :self.W] = 1.0
+        self.padded[2:, ..., :self.W] = 0.0
+        self._views = {}
+
+    def views(self, m):
+        if m not in self._views:
+            self._views[m] = self._make(m)
+        return self._views[m]
+
+    def _make(self, m):
+        Bsz, D, G, T, W = self.Bsz, self.D, self.G, self.T, self.W
+        v = SimpleNamespace()
+        v.x, v.e, v.dt = (buf[:Bsz * D * m].view(Bsz, D, m) for buf in self.plain)
+        pa, pa2, pb, pb2 = (buf[..., :W + m] for buf in self.padded)
+        v.a, v.b = pa[..., W:], pb[..., W:]
+        v.b4 = v.b.view(Bsz, G, D // G, m)
+        v.a_first, v.b_first = v.a[..., :1], v.b[..., :1]
+        v.levels = []
+        s = 1
+        while s < W:  # b' = b + a shift_s(b), a' = a shift_s(a); then swap the buffers
+            v.levels.append((pb[..., W:], pa[..., W:], pb[..., W - s:W + m - s], pb2[..., W:],
+                             pa[..., W - s:W + m - s], pa2[..., W:]))
+            pa, pa2, pb, pb2 = pa2, pa, pb2, pb
+            s *= 2
+        a, h = pa[..., W:], pb[..., W:]
+        v.steps = [(h[..., c0:c0 + W], a[..., c0:c0 + W], h[..., c0 - W:min(c0, m - W)])
+                   for c0 in range(W, m, W)]
+        v.nk = math.ceil(m / T)
+        v.h_chunk_ends = h[..., T - 1:(v.nk - 1) * T:T]
+        v.h_end = h[..., m - 1:m]
+        v.h4 = h.view(Bsz, G, D // G, m)
+        return v
 
 
 def softplus(x):
