@@ -15,8 +15,14 @@ def test_n1_long(backend, L, groups, flags):
     with_D, with_z, with_bias, softplus = flags
     inp = make_inputs(1, 8 * (groups or 1), L, 1, groups=groups, with_D=with_D, with_z=with_z,
                       with_bias=with_bias, softplus=softplus)
+    _check_fp32_with_grads(inp, backend)
+
+
+def _check_fp32_with_grads(inp, backend):
+    """Output, last state and every gradient of ``backend`` against the float64 ground truth (fp32 tolerances)."""
     leaves = {k: None if inp[k] is None else inp[k].detach().clone().requires_grad_(True) for k in GRAD_NAMES}
-    out, last = selective_scan(**leaves, delta_softplus=softplus, return_last_state=True, backend=backend)
+    out, last = selective_scan(**leaves, delta_softplus=inp['delta_softplus'], return_last_state=True,
+                               backend=backend)
     gout = torch.randn_like(out)
     out.backward(gout)
     ref_out, ref_last, ref_grads = ground_truth(inp, gout)
@@ -77,12 +83,4 @@ def test_n1_torch_short_segments():
     L = 2100
     assert _n1_segment(2 * 1024, L, _N1_CHUNK) == 128
     inp = make_inputs(2, 1024, L, 1, groups=4, with_D=True, with_z=True, with_bias=True, softplus=True)
-    leaves = {k: None if inp[k] is None else inp[k].detach().clone().requires_grad_(True) for k in GRAD_NAMES}
-    out, last = selective_scan(**leaves, delta_softplus=True, return_last_state=True, backend='torch')
-    gout = torch.randn_like(out)
-    out.backward(gout)
-    ref_out, ref_last, ref_grads = ground_truth(inp, gout)
-    assert_close(out, ref_out, 'out', **FP32_TOL)
-    assert_close(last, ref_last, 'last_state', **FP32_TOL)
-    for k, g in ref_grads.items():
-        assert_grad_close(leaves[k].grad, g, f'd{k}', **FP32_TOL)
+    _check_fp32_with_grads(inp, 'torch')
