@@ -16,9 +16,9 @@
 //     (B, D, L, N) is materialized.
 //   * Channels of a group that do not fill a vector, and fp64 inputs (for gradcheck), go through the
 //     same code with a scalar "vector" type (W = 1).
-//   * N = 1 forward: own 4-channel kernel (rows of time steps; the recurrence as an in-register lane scan
-//     with AVX-512, with 4 x 4 transposes with AVX2; rows staggered when their stride collides mod 4 KiB); outputs >= 32 MiB are written with non-temporal
-//     full-line stores.
+//   * N = 1 forward: own 4-channel kernel (rows of time steps; the recurrence as an in-register lane
+//     scan with AVX-512, with 4 x 4 transposes with AVX2; rows staggered when their stride collides mod
+//     4 KiB); outputs >= 32 MiB are written with non-temporal full-line stores.
 //   * Forward optionally saves the state at every K-th step (K * N ~ 2048); backward recomputes each
 //     chunk from its saved state (as mamba-ssm does with its 2048-step chunks), then runs the reverse scan.
 //     dB / dC are reduced across the channels of a vector with a transposing horizontal add and
