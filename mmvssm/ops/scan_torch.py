@@ -148,7 +148,7 @@ def _forward_n1(u, delta, A, B, C, Dv, delta_bias, delta_softplus, T):
     The state is a scalar per channel, so every step is elementwise. Per segment of S columns (all
     contiguous, shifted-slice ops, no strided access):
 
-    1. ``dt`` = softplus(delta + bias) (clamp, exp, log1p, max: ``F.softplus``'s threshold 20),
+    1. ``dt`` = softplus(delta + bias) (``softplus``, in the workspace),
        ``a = exp(dt A)``, ``b = dt u B``; the state before the segment is folded into ``b`` of its first step;
     2. a Hillis-Steele doubling scan within the segment's rows up to a window of W = ``_N1_WINDOW`` steps:
        after it, ``(a_t, b_t)`` maps the state W steps back (or the segment start) to the state after t,
@@ -179,10 +179,7 @@ def _forward_n1(u, delta, A, B, C, Dv, delta_bias, delta_softplus, T):
             torch.add(delta[..., l0:l0 + m], bias3, out=v.x)
         else:
             v.x.copy_(delta[..., l0:l0 + m])
-        dt = v.x
-        if delta_softplus:
-            torch.clamp(v.x, max=20.0, out=v.e)
-            dt = torch.maximum(v.e.exp_().log1p_(), v.x, out=v.dt)  # log1p(exp(x)) >= x below 20, x above
+        dt = softplus(v.x, out=v.dt, e=v.e, r=v.r) if delta_softplus else v.x
         torch.mul(dt, A3, out=v.a).exp_()
         us = u[..., l0:l0 + m]
         torch.mul(dt, us, out=v.b)
@@ -205,14 +202,14 @@ def _forward_n1(u, delta, A, B, C, Dv, delta_bias, delta_softplus, T):
 
 
 class _N1Workspace:
-    """Buffers of the N = 1 forward (x, e, dt; a, a', b, b' with W identity columns on the left, a = 1 and
+    """Buffers of the N = 1 forward (x, e, r, dt; a, a', b, b' with W identity columns on the left, a = 1 and
     b = 0) and, per segment width m, the views its loop works on (built once: the same for every full
     segment, so the loop does no slicing of its own)."""
 
     def __init__(self, u, G, S, T):
         self.Bsz, self.D, _ = u.shape
         self.G, self.T, self.W = G, T, _N1_WINDOW
-        self.plain = u.new_empty((3, self.Bsz * self.D * S))
+        self.plain = u.new_empty((4, self.Bsz * self.D * S))
         self.padded = u.new_empty((4, self.Bsz, self.D, self.W + S))
         self.padded[:2, ..., :self.W] = 1.0
         self.padded[2:, ..., :self.W] = 0.0
@@ -226,7 +223,7 @@ class _N1Workspace:
     def _make(self, m):
         Bsz, D, G, T, W = self.Bsz, self.D, self.G, self.T, self.W
         v = SimpleNamespace()
-        v.x, v.e, v.dt = (buf[:Bsz * D * m].view(Bsz, D, m) for buf in self.plain)
+        v.x, v.e, v.r, v.dt = (buf[:Bsz * D * m].view(Bsz, D, m) for buf in self.plain)
         pa, pa2, pb, pb2 = (buf[..., :W + m] for buf in self.padded)
         v.a, v.b = pa[..., W:], pb[..., W:]
         v.b4 = v.b.view(Bsz, G, D // G, m)
@@ -248,21 +245,22 @@ class _N1Workspace:
         return v
 
 
-def softplus(x):
+def softplus(x, out=None, e=None, r=None):
     """``F.softplus(x)`` (beta 1, threshold 20) = max(x, 0) + log1p(exp(-|x|)) from vectorized ops.
 
-    ``F.softplus`` and ``torch.log1p`` are scalar loops on CPU (~5-10x slower than exp / log); log1p(e) is
-    computed as log(w) - ((w - 1) - e) / w with w = 1 + e, accurate to a few ulp also for tiny e. No select
-    for x > 20 is needed in fp32: there log1p(e) < 2.1e-9 is below half an ulp of x, so the sum rounds to x exactly.
-    In-place steps: three temporaries of x's size.
+    ``F.softplus`` and ``torch.log1p`` measured as scalar loops on the AMD development VMs (~5-10x slower than
+    exp / log); log1p(e) is computed as log(w) - ((w - 1) - e) / w with w = 1 + e, accurate to a few ulp also
+    for tiny e. No select for x > 20 is needed in fp32: there log1p(e) < 2.1e-9 is below half an ulp of x, so
+    the sum rounds to x exactly. Written into ``out`` with the workspaces ``e`` and ``r`` (x's shape and
+    dtype) when given, else into three new tensors.
     """
-    e = x.abs().neg_().exp_()
-    w = e + 1
-    r = torch.log(w)
-    r.sub_(w.sub_(1).sub_(e).div_(e.add_(1)))
-    r.add_(x.clamp(min=0))
+    e = torch.abs(x, out=e).neg_().exp_()
+    r = torch.add(e, 1, out=r)
+    out = torch.log(r, out=out)
+    out.sub_(r.sub_(1).sub_(e).div_(e.add_(1)))
+    out.add_(torch.clamp(x, min=0, out=r))
     # fp32: exact without a select (see above); fp64: half an ulp of 20 is far below log1p(exp(-20))
-    return r if x.dtype == torch.float32 else torch.where(x > 20, x, r)
+    return out if x.dtype == torch.float32 else torch.where(x > 20, x, out, out=out)
 
 
 def _delta(delta, delta_bias, softplus_):
