@@ -142,7 +142,7 @@ def _n1_segment(rows, L, T):
     return max(T, min(512, max(128, _N1_SEGMENT_ELEMS // rows)) // T * T)
 
 
-def _forward_n1(u, delta, A, B, C, Dv, delta_bias, delta_softplus, T):
+def _forward_n1(u, delta, A, B, C, Dv, delta_bias, delta_softplus, T, keep_states=True):
     """Forward for N = 1 in the native (B, D, L) layout, segment by segment along L, without transposes.
 
     The state is a scalar per channel, so every step is elementwise. Per segment of S columns (all
@@ -159,14 +159,14 @@ def _forward_n1(u, delta, A, B, C, Dv, delta_bias, delta_softplus, T):
 
     Only products of decays are formed, as in the sequential loop. Returns y (B, D, L) (before z), the last
     state (B, G, Dg) and the chunk entry states H_in (B, G, Dg, C, 1) of the chunk length T (what the
-    backward expects).
+    backward expects; None unless ``keep_states``).
     """
     Bsz, D, L = u.shape
     G = B.shape[1]
     Cn = math.ceil(L / T)
     S = _n1_segment(Bsz * D, L, T)
     y = empty_large((Bsz, D, L), u)
-    H_in = u.new_empty((Bsz, D, Cn))
+    H_in = u.new_empty((Bsz, D, Cn)) if keep_states else None
     A3 = A[:, 0].reshape(1, D, 1)
     bias3 = None if delta_bias is None else delta_bias.reshape(1, D, 1)
     D3 = None if Dv is None else Dv.reshape(1, D, 1)
@@ -190,15 +190,16 @@ def _forward_n1(u, delta, A, B, C, Dv, delta_bias, delta_softplus, T):
             torch.mul(a_in, a_sh, out=a_out)
         for hc, ac, hp in v.steps:
             torch.addcmul(hc, ac, hp, out=hc)
-        k0 = l0 // T
-        H_in[..., k0] = h_last[..., 0]
-        H_in[..., k0 + 1:k0 + v.nk] = v.h_chunk_ends
+        if keep_states:
+            k0 = l0 // T
+            H_in[..., k0] = h_last[..., 0]
+            H_in[..., k0 + 1:k0 + v.nk] = v.h_chunk_ends
         h_last.copy_(v.h_end)
         ys = y[..., l0:l0 + m]
         torch.mul(v.h4, C[:, :, :, l0:l0 + m], out=ys.view(v.h4.shape))
         if D3 is not None:
             ys.addcmul_(us, D3)
-    return y, h_last.view(Bsz, G, D // G), H_in.view(Bsz, G, D // G, Cn, 1)
+    return y, h_last.view(Bsz, G, D // G), None if H_in is None else H_in.view(Bsz, G, D // G, Cn, 1)
 
 
 class _N1Workspace:
@@ -245,20 +246,34 @@ class _N1Workspace:
         return v
 
 
-def softplus(x, out=None, e=None, r=None):
-    """``F.softplus(x)`` (beta 1, threshold 20) = max(x, 0) + log1p(exp(-|x|)) from vectorized ops.
+def _logaddexp_is_fast(x):
+    """Whether ``torch.logaddexp(x, 0)`` beats the 12-op formula below on x's device.
 
-    ``F.softplus`` and ``torch.log1p`` measured as scalar loops on the AMD development VMs (~5-10x slower than
-    exp / log); log1p(e) is computed as log(w) - ((w - 1) - e) / w with w = 1 + e, accurate to a few ulp also
-    for tiny e. No select for x > 20 is needed in fp32: there log1p(e) < 2.1e-9 is below half an ulp of x, so
-    the sum rounds to x exactly. Written into ``out`` with the workspaces ``e`` and ``r`` (x's shape and
-    dtype) when given, else into three new tensors.
+    Measured on the development VMs (fp32, 384 x 512): Intel AVX-512 dispatch 179 vs 288 us; the same VM
+    with ``ATEN_CPU_CAPABILITY=avx2`` 281 vs 296 us, and the AMD VMs ran its vectorized log1p as a scalar
+    loop (see ``softplus``). So: off the CPU, or where ATen dispatches AVX-512 kernels.
     """
-    e = torch.abs(x, out=e).neg_().exp_()
-    r = torch.add(e, 1, out=r)
-    out = torch.log(r, out=out)
-    out.sub_(r.sub_(1).sub_(e).div_(e.add_(1)))
-    out.add_(torch.clamp(x, min=0, out=r))
+    return x.device.type != 'cpu' or torch.backends.cpu.get_cpu_capability() == 'AVX512'
+
+
+def softplus(x, out=None, e=None, r=None):
+    """``F.softplus(x)`` (beta 1, threshold 20) = max(x, 0) + log1p(exp(-|x|)), accurate to a few ulp.
+
+    Where ``_logaddexp_is_fast``: one ``torch.logaddexp(x, 0)`` (its kernel computes exactly that formula).
+    Elsewhere from exp / log only: ``F.softplus`` and ``torch.log1p`` measured as scalar loops on the AMD
+    development VMs (~5-10x slower than exp / log); log1p(e) is computed as log(w) - ((w - 1) - e) / w with
+    w = 1 + e, accurate to a few ulp also for tiny e. No select for x > 20 is needed in fp32: there
+    log1p(e) < 2.1e-9 is below half an ulp of x, so the sum rounds to x exactly. Written into ``out`` with
+    the workspaces ``e`` and ``r`` (x's shape and dtype) when given, else into new tensors.
+    """
+    if _logaddexp_is_fast(x):
+        out = torch.logaddexp(x, x.new_zeros(()), out=out)
+    else:
+        e = torch.abs(x, out=e).neg_().exp_()
+        r = torch.add(e, 1, out=r)
+        out = torch.log(r, out=out)
+        out.sub_(r.sub_(1).sub_(e).div_(e.add_(1)))
+        out.add_(torch.clamp(x, min=0, out=r))
     # fp32: exact without a select (see above); fp64: half an ulp of 20 is far below log1p(exp(-20))
     return out if x.dtype == torch.float32 else torch.where(x > 20, x, out, out=out)
 
@@ -273,8 +288,10 @@ class SelectiveScanTorch(torch.autograd.Function):
     """Chunked two-level scan in pure PyTorch with an analytic chunked backward."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, grad_enabled=True):
         cdt = compute_dtype(u.dtype)
+        # entry states only when a backward can follow (needs_input_grad is also True under no_grad)
+        needs_grad = bool(grad_enabled) and any(ctx.needs_input_grad[:8])
         with torch.no_grad(), no_autocast(u.device.type):
             uc, dc, Ac = u.to(cdt), delta.to(cdt), A.to(cdt)
             Bc, Cc = as_4d(B).to(cdt), as_4d(C).to(cdt)
@@ -288,7 +305,7 @@ class SelectiveScanTorch(torch.autograd.Function):
             if Ac.shape[1] == 1:
                 if uc.shape[2] >= _N1_LONG:
                     T = _N1_CHUNK
-                y, last, H_in = _forward_n1(uc, dc, Ac, Bc, Cc, Dc, bc, delta_softplus, T)
+                y, last, H_in = _forward_n1(uc, dc, Ac, Bc, Cc, Dc, bc, delta_softplus, T, needs_grad)
             else:
                 dt = _delta(dc, bc, delta_softplus)
                 lay = _Layout(uc, dt, Ac, Bc, Cc, T)
@@ -298,9 +315,10 @@ class SelectiveScanTorch(torch.autograd.Function):
                     y.addcmul_(uc, Dc[:, None])
             out = y if zc is None else y * F.silu(zc)
             last = last.reshape(uc.shape[0], uc.shape[1], Ac.shape[1])
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, H_in, y if z is not None else None)
-        ctx.delta_softplus = delta_softplus
-        ctx.T = T
+        if needs_grad:
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, H_in, y if z is not None else None)
+            ctx.delta_softplus = delta_softplus
+            ctx.T = T
         ctx.mark_non_differentiable(last)
         return out.to(u.dtype), last
 
@@ -325,7 +343,7 @@ class SelectiveScanTorch(torch.autograd.Function):
         res = []
         for g, orig in zip((du, ddelta, dA, dB, dC, dD, dz, dbias), (u, delta, A, B, C, D, z, delta_bias)):
             res.append(None if orig is None or g is None else g.to(orig.dtype))
-        return (*res, None, None)
+        return (*res, None, None, None)
 
 
 def _backward(u, delta, A, B, C, D, z, delta_bias, softplus, dout, H_in, y, T):

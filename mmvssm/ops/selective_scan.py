@@ -193,7 +193,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     _check(u, delta, A, B, C, D, z, delta_bias)
     name = resolve_backend(backend, u.device)
     fn = _FUNCTIONS[name]
-    extra = (torch.is_grad_enabled(),) if name == 'cpu' else ()
+    extra = (torch.is_grad_enabled(),) if name in ('cpu', 'torch') else ()
     with no_autocast(u.device.type):
         out, last = fn.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), bool(return_last_state),
                              *extra)

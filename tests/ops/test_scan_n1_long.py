@@ -84,3 +84,28 @@ def test_n1_torch_short_segments():
     assert _n1_segment(2 * 1024, L, _N1_CHUNK) == 128
     inp = make_inputs(2, 1024, L, 1, groups=4, with_D=True, with_z=True, with_bias=True, softplus=True)
     _check_fp32_with_grads(inp, 'torch')
+
+
+def test_n1_torch_states_only_for_backward(monkeypatch):
+    """The torch backend's N = 1 forward keeps the chunk entry states only when a backward can follow: under
+    no_grad (inputs requiring grad) and for inputs that need none it skips them, with the same output."""
+    from mmvssm.ops import scan_torch
+    calls = []
+    real = scan_torch._forward_n1
+
+    def spy(*args):
+        res = real(*args)
+        calls.append(res[2] is not None)
+        return res
+
+    monkeypatch.setattr(scan_torch, '_forward_n1', spy)
+    inp = make_inputs(1, 8, 2100, 1, groups=4, with_D=True, with_bias=True, softplus=True)
+    leaves = {k: None if inp[k] is None else inp[k].detach().clone().requires_grad_(True) for k in GRAD_NAMES}
+    out_grad = selective_scan(**leaves, delta_softplus=True, backend='torch')
+    with torch.no_grad():
+        out_nograd = selective_scan(**leaves, delta_softplus=True, backend='torch')
+    out_plain = selective_scan(**inp, backend='torch')
+    assert calls == [True, False, False]
+    assert out_grad.grad_fn is not None and out_nograd.grad_fn is None
+    torch.testing.assert_close(out_nograd, out_grad.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(out_plain, out_grad.detach(), rtol=0, atol=0)
