@@ -325,10 +325,10 @@ inline int64 offset_gap_4k(int64 x, int64 y) {
 // Channels per work item of the N = 1 forward (fwd_item_n1; their rows are streamed side by side).
 constexpr int kN1Rows = 4;
 // How far ahead (elements) the N = 1 forward prefetches its delta / u / z rows in software. The hardware
-// prefetchers fall behind on its 4 x 3 input and 4 output streams: on the AVX-512 development VM, at
-// (1, 384, 64000) G = 4, 11.8-13.0 ms without it, 9.1-9.9 ms with it (256-1024 alike, 2048 slower).
-// Neutral on the AVX2 path, which is compute-bound there.
-constexpr int64_t kN1Prefetch = 512;
+// prefetchers fall behind on its 4 rows x 2-3 input streams and 4 output streams: on the AVX-512
+// development VM, at (1, 384, 64000) G = 4, 11.8-13.0 ms without it, 9.5-9.8 ms with it (alternating
+// runs; 256-1024 alike, 2048 slower). Neutral on the AVX2 path, which is compute-bound there.
+constexpr int64 kN1Prefetch = 512;
 
 // Whether two of `rows` consecutive rows of L elements of sz bytes start within 64 bytes of each other
 // mod 4 KiB (then the N = 1 forward, which streams them side by side, thrashes a few L1 sets).
