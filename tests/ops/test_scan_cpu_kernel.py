@@ -1,4 +1,4 @@
-"""Fast paths of the fused C++ kernel: N = 1 (row-layout elementwise work), huge-page outputs, softplus."""
+"""Fast paths of the fused C++ kernel: N = 1 (row-layout elementwise work), long sequences, softplus."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,8 @@ def _fp64_torch(inp, softplus, last=False):
 
 @pytest.mark.parametrize('with_z', [False, True])
 def test_n1_long_sequence_large_output(with_z):
-    # u-sized output >= 8 MiB takes the 2 MiB-aligned (transparent huge page) allocation
+    # a long N = 1 sequence with an odd L (row blocks, then a scalar tail); the huge-page advice of outputs
+    # over 32 MiB is checked in test_scan_large_outputs.py
     inp = make_inputs(1, 16, 150_003, 1, groups=4, with_z=with_z)
     sp = inp['delta_softplus']
     args = {k: v for k, v in inp.items() if k != 'delta_softplus'}
