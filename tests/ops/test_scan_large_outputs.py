@@ -1,6 +1,7 @@
-"""Large scan outputs (> 32 MiB): ordinary allocations whose 2 MiB-aligned interior is advised to transparent
-huge pages (``MADV_HUGEPAGE``) before the first write, by the C++ kernel's forward and backward and by the
-torch backend's ``empty_large`` alike."""
+"""Large scan outputs (> 32 MiB) are advised to transparent huge pages (``MADV_HUGEPAGE``) before their first
+write: the C++ kernel's forward and backward outputs (2 MiB-aligned blocks of their own) and the torch
+backend's ``empty_large`` (a 2 MiB-aligned view into a slightly larger buffer). Checked on the mappings'
+VmFlags, from the first to the last whole huge page of each tensor."""
 import os
 
 import pytest
@@ -30,7 +31,7 @@ def _vm_flags(addr):
 
 
 def _assert_advised(t, name):
-    """The tensor spans > 32 MiB and its 2 MiB-aligned interior (first and last huge page) is advised."""
+    """The tensor spans > 32 MiB and its first and last whole 2 MiB pages are advised."""
     nbytes = t.numel() * t.element_size()
     assert nbytes > 16 * _HUGE, f'{name}: {nbytes} bytes is too small for this check'
     first = -(-t.data_ptr() // _HUGE) * _HUGE
@@ -39,7 +40,7 @@ def _assert_advised(t, name):
         assert 'hg' in _vm_flags(addr), f'{name}: {addr:#x} is not advised to huge pages'
 
 
-def test_empty_large_advises_interior():
+def test_empty_large_advised():
     like = torch.empty(1)
     t = empty_large((1, 16, 600_000), like)  # 38.4 MB
     assert t.shape == (1, 16, 600_000) and t.is_contiguous() and t.dtype == like.dtype

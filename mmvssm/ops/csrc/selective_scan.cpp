@@ -736,23 +736,26 @@ Params<T> make_params(const at::Tensor& u, const at::Tensor& delta, const at::Te
 // Outputs at least this large are written with non-temporal stores by the N = 1 forward.
 constexpr size_t kStreamBytes = size_t(32) << 20;
 
-// Large outputs (u-sized, e.g. 98 MB for the VMamba stage-1 scan): with glibc's default allocator each one
-// is a fresh mmap whose 4 KiB pages fault in on first write (~24k faults, more than the scan itself). Before
-// that first write, ask for transparent huge pages (THP "madvise" mode) on the 2 MiB-aligned interior of the
-// ordinary allocation: ~50 huge-page faults plus at most 1,024 small ones at the ends. No over-aligned
-// block of its own: 2 MiB-aligned posix_memalign blocks fragmented the heap where freed memory is kept
-// (mmvssm.utils.malloc); after 30 VMamba-shape forward+backward calls it held 673-1342 MB (8 runs) against
-// 468-843 MB (6 runs) so, at the same per-call medians (README, "what changed").
+// Large outputs (u-sized, e.g. 98 MB for the VMamba stage-1 scan) come from fresh mmap'ed pages: with
+// 4 KiB pages, faulting them in costs more than the scan itself (~24k faults). Allocate them 2 MiB
+// aligned and ask for transparent huge pages (THP "madvise" mode), ~50 faults instead. Tried and reverted
+// (fccb71c): an ordinary allocation advised on its 2 MiB-aligned interior. Where freed memory is kept
+// (mmvssm.utils.malloc) a loop of VMamba-shape forwards then held 2-4 outputs resident (188-376 MB over the
+// inputs, against 95), though 30 forward+backward calls grew the heap less (468-843 vs 673-1342 MB).
 at::Tensor empty_large_like(const at::Tensor& like) {
-  at::Tensor out = at::empty_like(like);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  const uintptr_t p0 = reinterpret_cast<uintptr_t>(out.data_ptr());
-  const uintptr_t a0 = (p0 + kHuge - 1) / kHuge * kHuge, a1 = (p0 + out.nbytes()) / kHuge * kHuge;
-  // smaller blocks are recycled by malloc (its mmap threshold tops out at 32 MiB)
-  if (out.nbytes() > 16 * kHuge && a1 > a0) madvise(reinterpret_cast<void*>(a0), a1 - a0, MADV_HUGEPAGE);
+  constexpr size_t kHuge = size_t(2) << 20;
+  const size_t nbytes = static_cast<size_t>(like.numel()) * like.element_size();
+  if (nbytes > 16 * kHuge) {  // smaller blocks are recycled by malloc (its mmap threshold tops out at 32 MiB)
+    const size_t len = (nbytes + kHuge - 1) / kHuge * kHuge;
+    void* ptr = nullptr;
+    if (posix_memalign(&ptr, kHuge, len) == 0) {
+      madvise(ptr, len, MADV_HUGEPAGE);
+      return at::from_blob(ptr, like.sizes(), [](void* q) { std::free(q); }, like.options());
+    }
+  }
 #endif
-  return out;
+  return at::empty_like(like);
 }
 
 }  // namespace
@@ -773,7 +776,7 @@ std::vector<at::Tensor> scan_fwd(const at::Tensor& u, const at::Tensor& delta, c
     p.out = out.data_ptr();
     // An N = 1 output this large is evicted before anyone reads it: plain stores would first read every
     // line in (a third more memory traffic for a scan that is close to memory-bound). Full 64-byte lines
-    // need 64-byte aligned rows: L % 16 == 0 (PyTorch's CPU allocator aligns blocks to 64 bytes; checked).
+    // need 64-byte aligned rows: L % 16 == 0 (the huge-page output is 2 MiB aligned).
     p.stream_out = std::is_same_v<in_t, float> && p.N == 1 && p.L % 16 == 0 &&
                    out.nbytes() >= kStreamBytes && reinterpret_cast<uintptr_t>(p.out) % 64 == 0;
     if (want_last_state) {
