@@ -329,6 +329,12 @@ constexpr int kN1Rows = 4;
 // development VM, at (1, 384, 64000) G = 4, 11.8-13.0 ms without it, 9.5-9.8 ms with it (alternating
 // runs; 256-1024 alike, 2048 slower). Neutral on the AVX2 path, which is compute-bound there.
 constexpr int64 kN1Prefetch = 512;
+// How far ahead (elements) the generic forward prefetches the gate z's rows in software, once per 16
+// steps. With z a 16-channel item streams 4 x 16 rows (u, delta, z in; out), more than the hardware
+// prefetchers follow: on the AVX-512 development VM, (1, 768, 4000, 16) with z took 9.9-10.8 ms without
+// it and 7.1-8.0 ms with it (4 alternating process pairs, 2026-12-06; no-z case unchanged at 5.6-6.2 ms).
+// Prefetching u and delta as well was slower (9.1-11.1 ms), as it was without z (2026-12-06, stop 22).
+constexpr int64 kZPrefetch = 64;
 
 // Whether two of `rows` consecutive rows of L elements of sz bytes start within 64 bytes of each other
 // mod 4 KiB (then the N = 1 forward, which streams them side by side, thrashes a few L1 sets).
