@@ -17,6 +17,8 @@ N = 1 (VMamba v2) forward: ``_forward_n1`` works in the native (B, D, L) layout 
 sized workspace, every step elementwise, an in-row doubling scan instead of transposes to time-major).
 """
 import math
+import os
+import time
 from types import SimpleNamespace
 
 import torch
@@ -28,6 +30,9 @@ from ._common import as_4d, compute_dtype, empty_large, no_autocast
 _PRECOMPUTE_BYTES = 96 * 2 ** 20
 # Memory budget (bytes) for the states kept by one backward slab.
 _SLAB_BYTES = 128 * 2 ** 20
+# Decays are computed as exp(dt A) = exp2(dt A log2 e), A log2 e formed once: ATen's exp2 ran 2.5x as fast as
+# its exp on the AMD Zen 4 VM (fp32, 384 x 512: 34 vs 87 us), with the same single rounding of the product.
+_LOG2E = 1.4426950408889634
 
 
 def chunk_length(L, parallel):
@@ -65,16 +70,17 @@ class _Layout:
         self.B = B.reshape(bshp).permute(4, 0, 1, 3, 2).unsqueeze(3).contiguous()
         self.Cm = C.reshape(bshp).permute(4, 0, 1, 3, 2).unsqueeze(3).contiguous()
         self.A = A.reshape(self.G, self.Dg, 1, self.N)  # broadcasts against (B, G, Dg, C, N)
+        self.A2 = self.A * _LOG2E
         nbytes = self.dt.numel() * self.N * self.dt.element_size()
         self.a_all = self.b_all = None
         if nbytes <= _PRECOMPUTE_BYTES:
-            self.a_all = torch.exp(self.dt.unsqueeze(-1) * self.A)
+            self.a_all = torch.exp2(self.dt.unsqueeze(-1) * self.A2)
             self.b_all = self.du.unsqueeze(-1) * self.B
 
     def a(self, t, sl=slice(None)):
         if self.a_all is not None:
             return self.a_all[t][..., sl, :]
-        return torch.exp(self.dt[t][..., sl].unsqueeze(-1) * self.A)
+        return torch.exp2(self.dt[t][..., sl].unsqueeze(-1) * self.A2)
 
     def b(self, t, sl=slice(None)):
         if self.b_all is not None:
@@ -83,7 +89,7 @@ class _Layout:
 
     def chunk_decay(self):
         """P[c] = exp(A * sum of delta over chunk c), (B, G, Dg, C, N)."""
-        return torch.exp(self.dt.sum(0).unsqueeze(-1) * self.A)
+        return torch.exp2(self.dt.sum(0).unsqueeze(-1) * self.A2)
 
     def to_bdl(self, x):
         """(T, B, G, Dg, C) -> (B, D, L)."""
@@ -167,7 +173,7 @@ def _forward_n1(u, delta, A, B, C, Dv, delta_bias, delta_softplus, T, keep_state
     S = _n1_segment(Bsz * D, L, T)
     y = empty_large((Bsz, D, L), u)
     H_in = u.new_empty((Bsz, D, Cn)) if keep_states else None
-    A3 = A[:, 0].reshape(1, D, 1)
+    A3 = A[:, 0].reshape(1, D, 1) * _LOG2E
     bias3 = None if delta_bias is None else delta_bias.reshape(1, D, 1)
     D3 = None if Dv is None else Dv.reshape(1, D, 1)
     ws = _N1Workspace(u, G, S, T)
@@ -180,7 +186,7 @@ def _forward_n1(u, delta, A, B, C, Dv, delta_bias, delta_softplus, T, keep_state
         else:
             v.x.copy_(delta[..., l0:l0 + m])
         dt = softplus(v.x, out=v.dt, e=v.e, r=v.r) if delta_softplus else v.x
-        torch.mul(dt, A3, out=v.a).exp_()
+        torch.mul(dt, A3, out=v.a).exp2_()
         us = u[..., l0:l0 + m]
         torch.mul(dt, us, out=v.b)
         v.b4.mul_(B[:, :, :, l0:l0 + m])
@@ -246,33 +252,75 @@ class _N1Workspace:
         return v
 
 
-def _logaddexp_is_fast(x):
-    """Whether ``torch.logaddexp(x, 0)`` beats the 12-op formula below on x's device.
+# MMVSSM_TORCH_SOFTPLUS: which softplus formula the torch backend uses on the CPU (default: timed once).
+SOFTPLUS_ENV = 'MMVSSM_TORCH_SOFTPLUS'
+SOFTPLUS_FORMULAS = ('logaddexp', 'exp-log')
+_logaddexp_choice = {}  # dtype -> whether logaddexp was the faster formula on this CPU
 
-    Measured on the development VMs (fp32, 384 x 512): Intel AVX-512 dispatch 179 vs 288 us; the same VM
-    with ``ATEN_CPU_CAPABILITY=avx2`` 281 vs 296 us, and the AMD VMs ran its vectorized log1p as a scalar
-    loop (see ``softplus``). So: off the CPU, or where ATen dispatches AVX-512 kernels.
+
+def _logaddexp_is_fast(x):
+    """Whether ``torch.logaddexp(x, 0)`` beats the exp / log formula of ``softplus`` on x's device.
+
+    Off the CPU: yes. On the CPU it depends on the CPU, not only on ATen's dispatch level (fp32, 384 x 512):
+    an Intel AVX-512 VM 179 vs 288 us, the same VM with ``ATEN_CPU_CAPABILITY=avx2`` 281 vs 296 us; an AMD
+    Zen 4 VM with the same AVX-512 dispatch 961 vs 394 us (ATen's vectorized log1p, which logaddexp and
+    ``F.softplus`` use, ran as a scalar loop there; 308 vs 300 us with ``ATEN_CPU_CAPABILITY=avx2``). So
+    both are timed once per process and dtype (``_time_softplus_formulas``, ~10 ms), unless the environment
+    variable ``MMVSSM_TORCH_SOFTPLUS`` names one: ``logaddexp`` or ``exp-log``. Both agree with
+    ``F.softplus`` to a few ulp.
     """
-    return x.device.type != 'cpu' or torch.backends.cpu.get_cpu_capability() == 'AVX512'
+    if x.device.type != 'cpu':
+        return True
+    forced = os.environ.get(SOFTPLUS_ENV, '')
+    if forced:
+        if forced not in SOFTPLUS_FORMULAS:
+            raise ValueError(f'{SOFTPLUS_ENV}={forced!r}: expected one of {SOFTPLUS_FORMULAS}, '
+                             'or unset to time both once per process')
+        return forced == 'logaddexp'
+    if x.dtype not in _logaddexp_choice:
+        _logaddexp_choice[x.dtype] = _time_softplus_formulas(x.dtype)
+    return _logaddexp_choice[x.dtype]
+
+
+def _time_softplus_formulas(dtype, shape=(384, 512), rounds=3):
+    """Whether ``logaddexp`` is faster than exp / log: best of ``rounds`` alternating calls of each."""
+    x = torch.linspace(-8, 4, math.prod(shape), dtype=dtype).view(shape)
+    bufs = [torch.empty_like(x) for _ in range(3)]
+    best = dict.fromkeys((True, False), math.inf)
+    with torch.no_grad():
+        for _ in range(rounds):
+            for use_logaddexp in best:
+                t0 = time.perf_counter()
+                _softplus(x, *bufs, use_logaddexp)
+                best[use_logaddexp] = min(best[use_logaddexp], time.perf_counter() - t0)
+    return best[True] <= best[False]
 
 
 def softplus(x, out=None, e=None, r=None):
-    """``F.softplus(x)`` (beta 1, threshold 20) = max(x, 0) + log1p(exp(-|x|)), accurate to a few ulp.
+    """``F.softplus(x)`` (beta 1, threshold 20) = max(x, 0) + log1p(exp(-|x|)).
 
-    Where ``_logaddexp_is_fast``: one ``torch.logaddexp(x, 0)`` (its kernel computes exactly that formula).
-    Elsewhere from exp / log only: ``F.softplus`` and ``torch.log1p`` measured as scalar loops on the AMD
-    development VMs (~5-10x slower than exp / log); log1p(e) is computed as log(w) - ((w - 1) - e) / w with
-    w = 1 + e, accurate to a few ulp also for tiny e. No select for x > 20 is needed in fp32: there
+    Where ``_logaddexp_is_fast``: one ``torch.logaddexp(x, 0)`` (its kernel computes exactly that formula),
+    accurate to a few ulp. Elsewhere from exp2 / log only: ``F.softplus`` and ``torch.log1p`` measured as
+    scalar loops on the AMD development VMs (~5-10x slower than exp / log). e = exp(-|x|) is computed as
+    exp2(-|x| log2 e) (see ``_LOG2E``), whose argument, rounded twice in fp32 (log2 e, then the product),
+    adds a relative error of up to |x| ulp to e, so the result is accurate to (4 + |x|) ulp, 24 ulp
+    (2.9e-6) at the threshold x = -20 (the fused ``cpu`` kernel computes e the same way);
+    log1p(e) is computed as log(w) + (e - (w - 1)) / w with w = 1 + e, accurate also for tiny e. No select
+    for x > 20 is needed in fp32: there
     log1p(e) < 2.1e-9 is below half an ulp of x, so the sum rounds to x exactly. Written into ``out`` with
     the workspaces ``e`` and ``r`` (x's shape and dtype) when given, else into new tensors.
     """
-    if _logaddexp_is_fast(x):
+    return _softplus(x, out, e, r, _logaddexp_is_fast(x))
+
+
+def _softplus(x, out, e, r, use_logaddexp):
+    if use_logaddexp:
         out = torch.logaddexp(x, x.new_zeros(()), out=out)
     else:
-        e = torch.abs(x, out=e).neg_().exp_()
-        r = torch.add(e, 1, out=r)
-        out = torch.log(r, out=out)
-        out.sub_(r.sub_(1).sub_(e).div_(e.add_(1)))
+        e = torch.abs(x, out=e).mul_(-_LOG2E).exp2_()
+        w = torch.add(e, 1, out=r)
+        e.sub_(torch.sub(w, 1, out=out))  # e - (w - 1): exact (Sterbenz), what rounding w dropped from e
+        out = torch.log(w, out=out).addcdiv_(e, w)
         out.add_(torch.clamp(x, min=0, out=r))
     # fp32: exact without a select (see above); fp64: half an ulp of 20 is far below log1p(exp(-20))
     return out if x.dtype == torch.float32 else torch.where(x > 20, x, out, out=out)
