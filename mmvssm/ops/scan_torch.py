@@ -266,8 +266,7 @@ def _logaddexp_is_fast(x):
     Zen 4 VM with the same AVX-512 dispatch 961 vs 394 us (ATen's vectorized log1p, which logaddexp and
     ``F.softplus`` use, ran as a scalar loop there; 308 vs 300 us with ``ATEN_CPU_CAPABILITY=avx2``). So
     both are timed once per process and dtype (``_time_softplus_formulas``, ~10 ms), unless the environment
-    variable ``MMVSSM_TORCH_SOFTPLUS`` names one: ``logaddexp`` or ``exp-log``. Both agree with
-    ``F.softplus`` to a few ulp.
+    variable ``MMVSSM_TORCH_SOFTPLUS`` names one: ``logaddexp`` or ``exp-log`` (their accuracy: ``softplus``).
     """
     if x.device.type != 'cpu':
         return True
@@ -304,11 +303,10 @@ def softplus(x, out=None, e=None, r=None):
     scalar loops on the AMD development VMs (~5-10x slower than exp / log). e = exp(-|x|) is computed as
     exp2(-|x| log2 e) (see ``_LOG2E``), whose argument, rounded twice in fp32 (log2 e, then the product),
     adds a relative error of up to |x| ulp to e, so the result is accurate to (4 + |x|) ulp, 24 ulp
-    (2.9e-6) at the threshold x = -20 (the fused ``cpu`` kernel computes e the same way);
-    log1p(e) is computed as log(w) + (e - (w - 1)) / w with w = 1 + e, accurate also for tiny e. No select
-    for x > 20 is needed in fp32: there
-    log1p(e) < 2.1e-9 is below half an ulp of x, so the sum rounds to x exactly. Written into ``out`` with
-    the workspaces ``e`` and ``r`` (x's shape and dtype) when given, else into new tensors.
+    (2.9e-6) at |x| = 20 (the fused ``cpu`` kernel computes e the same way); log1p(e) is computed as
+    log(w) + (e - (w - 1)) / w with w = 1 + e, accurate also for tiny e. No select for x > 20 is needed in
+    fp32: there log1p(e) < 2.1e-9 is below half an ulp of x, so the sum rounds to x exactly. Written into
+    ``out`` with the workspaces ``e`` and ``r`` (x's shape and dtype) when given, else into new tensors.
     """
     return _softplus(x, out, e, r, _logaddexp_is_fast(x))
 
