@@ -34,6 +34,7 @@ _SLAB_BYTES = 128 * 2 ** 20
 # as its exp on the AMD Zen 4 VM (fp32, 384 x 512: 34 vs 87 us). The argument is rounded twice (A log2 e, then
 # the product) where dt A was rounded once: up to |dt A| ulp more relative error in a decay, as in the cpu kernel.
 _LOG2E = 1.4426950408889634
+_LN2 = 0.6931471805599453
 
 
 def chunk_length(L, parallel):
@@ -155,14 +156,17 @@ def _forward_n1(u, delta, A, B, C, Dv, delta_bias, delta_softplus, T, keep_state
     The state is a scalar per channel, so every step is elementwise. Per segment of S columns (all
     contiguous, shifted-slice ops, no strided access):
 
-    1. ``dt`` = softplus(delta + bias) (``softplus``, in the workspace),
-       ``a = exp(dt A)``, ``b = dt u B``; the state before the segment is folded into ``b`` of its first step;
+    1. ``dt`` = softplus(delta + bias), ``a = exp(dt A)``, ``b = dt u B``; the state before the segment is
+       folded into ``b`` of its first step. Unless ``logaddexp`` is the faster softplus (``_logaddexp_is_fast``),
+       dt is kept in units of log2 e (``softplus_log2`` of (delta + bias) log2 e, 8 ops instead of 10): then
+       a = exp2(dt A), and b and the state carry the factor log2 e, which the output (``y = C h ln 2 + D u``),
+       the last state and the entry states drop;
     2. a Hillis-Steele doubling scan within the segment's rows up to a window of W = ``_N1_WINDOW`` steps:
        after it, ``(a_t, b_t)`` maps the state W steps back (or the segment start) to the state after t,
        ``b_t += a_t b_{t-s}``, ``a_t *= a_{t-s}`` for s = 1, 2, ..., W / 2 (the W identity columns left
        of the segment, a = 1 and b = 0, stand for steps before it);
     3. ``h_t = b_t + a_t h_{t-W}``: S / W - 1 steps over (B, D, W) column blocks, in place in ``b``;
-    4. ``y = C h + D u``.
+    4. ``y = C h + D u``, computed in the workspace and written once.
 
     Only products of decays are formed, as in the sequential loop. Returns y (B, D, L) (before z), the last
     state (B, G, Dg) and the chunk entry states H_in (B, G, Dg, C, 1) of the chunk length T (what the
@@ -174,21 +178,28 @@ def _forward_n1(u, delta, A, B, C, Dv, delta_bias, delta_softplus, T, keep_state
     S = _n1_segment(Bsz * D, L, T)
     y = empty_large((Bsz, D, L), u)
     H_in = u.new_empty((Bsz, D, Cn)) if keep_states else None
-    A3 = A[:, 0].reshape(1, D, 1) * _LOG2E
-    bias3 = None if delta_bias is None else delta_bias.reshape(1, D, 1)
+    log2_units = not (delta_softplus and _logaddexp_is_fast(u))
+    unit, scale = (_LOG2E, _LN2) if log2_units else (1.0, 1.0)  # dt (and b, h) in units of 1 / scale
+    A3 = A[:, 0].reshape(1, D, 1) * (_LOG2E / unit)  # a = exp2(dt A3)
+    bias3 = None if delta_bias is None else delta_bias.reshape(1, D, 1) * unit
     D3 = None if Dv is None else Dv.reshape(1, D, 1)
     ws = _N1Workspace(u, G, S, T)
     h_last = u.new_zeros((Bsz, D, 1))
     for l0 in range(0, L, S):
         m = min(S, L - l0)
         v = ws.views(m)
+        ds, us = delta[..., l0:l0 + m], u[..., l0:l0 + m]
         if bias3 is not None:
-            torch.add(delta[..., l0:l0 + m], bias3, out=v.x)
+            torch.add(bias3, ds, alpha=unit, out=v.x)
         else:
-            v.x.copy_(delta[..., l0:l0 + m])
-        dt = softplus(v.x, out=v.dt, e=v.e, r=v.r) if delta_softplus else v.x
+            torch.mul(ds, unit, out=v.x)
+        if not delta_softplus:
+            dt = v.x
+        elif log2_units:
+            dt = softplus_log2(v.x, out=v.dt, e=v.e, w=v.r)
+        else:
+            dt = _softplus(v.x, v.dt, None, None, None, True)
         torch.mul(dt, A3, out=v.a).exp2_()
-        us = u[..., l0:l0 + m]
         torch.mul(dt, us, out=v.b)
         v.b4.mul_(B[:, :, :, l0:l0 + m])
         v.b_first.addcmul_(v.a_first, h_last)
@@ -202,10 +213,15 @@ def _forward_n1(u, delta, A, B, C, Dv, delta_bias, delta_softplus, T, keep_state
             H_in[..., k0] = h_last[..., 0]
             H_in[..., k0 + 1:k0 + v.nk] = v.h_chunk_ends
         h_last.copy_(v.h_end)
-        ys = y[..., l0:l0 + m]
-        torch.mul(v.h4, C[:, :, :, l0:l0 + m], out=ys.view(v.h4.shape))
+        ys, Cs = y[..., l0:l0 + m].view(v.h4.shape), C[:, :, :, l0:l0 + m]
         if D3 is not None:
-            ys.addcmul_(us, D3)
+            torch.addcmul(torch.mul(us, D3, out=v.x).view(v.h4.shape), v.h4, Cs, value=scale, out=ys)
+        else:
+            torch.mul(v.h4, Cs * scale if log2_units else Cs, out=ys)
+    if log2_units:
+        h_last.mul_(scale)
+        if keep_states:
+            H_in.mul_(scale)
     return y, h_last.view(Bsz, G, D // G), None if H_in is None else H_in.view(Bsz, G, D // G, Cn, 1)
 
 
@@ -285,7 +301,7 @@ def _logaddexp_is_fast(x):
 def _time_softplus_formulas(dtype, shape=(384, 512), rounds=3):
     """Whether ``logaddexp`` is faster than exp / log: best of ``rounds`` alternating calls of each."""
     x = torch.linspace(-8, 4, math.prod(shape), dtype=dtype).view(shape)
-    bufs = [torch.empty_like(x) for _ in range(3)]
+    bufs = [torch.empty_like(x) for _ in range(4)]
     best = dict.fromkeys((True, False), math.inf)
     with torch.no_grad():
         for _ in range(rounds):
@@ -296,33 +312,44 @@ def _time_softplus_formulas(dtype, shape=(384, 512), rounds=3):
     return best[True] <= best[False]
 
 
-def softplus(x, out=None, e=None, r=None):
+def softplus(x, out=None, e=None, r=None, w=None):
     """``F.softplus(x)`` (beta 1, threshold 20) = max(x, 0) + log1p(exp(-|x|)).
 
     Where ``_logaddexp_is_fast``: one ``torch.logaddexp(x, 0)`` (its kernel computes exactly that formula),
-    accurate to a few ulp. Elsewhere from exp2 / log only: ``F.softplus`` and ``torch.log1p`` measured as
-    scalar loops on the AMD development VMs (~5-10x slower than exp / log). e = exp(-|x|) is computed as
-    exp2(-|x| log2 e) (see ``_LOG2E``), whose argument, rounded twice in fp32 (log2 e, then the product),
-    adds a relative error of up to |x| ulp to e, so the result is accurate to (4 + |x|) ulp, 24 ulp
-    (2.9e-6) at |x| = 20 (the fused ``cpu`` kernel computes e the same way); log1p(e) is computed as
-    log(w) + (e - (w - 1)) / w with w = 1 + e, accurate also for tiny e. No select for x > 20 is needed in
-    fp32: there log1p(e) < 2.1e-9 is below half an ulp of x, so the sum rounds to x exactly. Written into
-    ``out`` with the workspaces ``e`` and ``r`` (x's shape and dtype) when given, else into new tensors.
+    accurate to a few ulp. Elsewhere ``softplus_log2(x log2 e) ln 2``, from exp2 / log2 only: ``F.softplus``
+    and ``torch.log1p`` measured as scalar loops on the AMD development VMs (~5-10x slower than exp / log).
+    Written into ``out`` with the workspaces ``e``, ``r`` and ``w`` (x's shape and dtype) when given, else
+    into new tensors.
     """
-    return _softplus(x, out, e, r, _logaddexp_is_fast(x))
+    return _softplus(x, out, e, r, w, _logaddexp_is_fast(x))
 
 
-def _softplus(x, out, e, r, use_logaddexp):
+def softplus_log2(xs, out=None, e=None, w=None):
+    """log2(1 + 2^xs) = softplus(xs ln 2) log2 e (threshold: xs > 20 log2 e -> xs), from exp2 / log2 only.
+
+    With e = 2^min(xs, 126) and w = 1 + e: log2(w) + (e - (w - 1)) log2 e / w, then the maximum with xs.
+    e - (w - 1) is exact (Sterbenz): what rounding w dropped from e, so the sum is accurate also for tiny e.
+    For xs > 24, where w - 1 may round, the correction is below an ulp of the result; past the clamp (and
+    anywhere log2(w) < xs by rounding) the maximum returns xs; F.softplus's threshold x > 20 gives x, and
+    here log2(w) differs from xs by under an ulp there, so no select is needed in fp32 (fp64: a select at
+    20 log2 e). 8 ops. Accurate to (4 + |xs|) ulp: exp2's rounded argument adds |xs| ulp to e (the
+    fused ``cpu`` kernel computes e the same way). ``out`` must not alias ``xs``; workspaces ``e``, ``w``.
+    """
+    e = torch.clamp(xs, max=126.0, out=e).exp2_()
+    w = torch.add(e, 1, out=w)
+    e.sub_(torch.sub(w, 1, out=out))  # e - (w - 1): exact, what rounding w dropped from e
+    out = torch.log2(w, out=out).addcdiv_(e, w, value=_LOG2E)
+    out = torch.maximum(out, xs, out=out)
+    return out if xs.dtype == torch.float32 else torch.where(xs > 20 * _LOG2E, xs, out, out=out)
+
+
+def _softplus(x, out, e, r, w, use_logaddexp):
     if use_logaddexp:
         out = torch.logaddexp(x, x.new_zeros(()), out=out)
-    else:
-        e = torch.abs(x, out=e).mul_(-_LOG2E).exp2_()
-        w = torch.add(e, 1, out=r)
-        e.sub_(torch.sub(w, 1, out=out))  # e - (w - 1): exact (Sterbenz), what rounding w dropped from e
-        out = torch.log(w, out=out).addcdiv_(e, w)
-        out.add_(torch.clamp(x, min=0, out=r))
-    # fp32: exact without a select (see above); fp64: half an ulp of 20 is far below log1p(exp(-20))
-    return out if x.dtype == torch.float32 else torch.where(x > 20, x, out, out=out)
+        # fp32: log1p(exp(-x)) < 2.1e-9 is below half an ulp of x > 20, so the sum rounds to x exactly;
+        # fp64: the threshold needs the select
+        return out if x.dtype == torch.float32 else torch.where(x > 20, x, out, out=out)
+    return softplus_log2(torch.mul(x, _LOG2E, out=r), out, e, w).mul_(_LN2)
 
 
 def _delta(delta, delta_bias, softplus_):

@@ -18,6 +18,18 @@ def test_n1_long(backend, L, groups, flags):
     _check_fp32_with_grads(inp, backend)
 
 
+@pytest.mark.parametrize('logaddexp', [True, False], ids=['logaddexp', 'log2-units'])
+@pytest.mark.parametrize('with_D', [True, False])
+def test_n1_torch_softplus_formulas(monkeypatch, logaddexp, with_D):
+    """The torch backend's N = 1 forward with either softplus formula: logaddexp in natural units, or
+    softplus_log2 with dt, b and the state carried in units of log2 e (the output, the last state and the
+    entry states the backward recomputes from drop that factor again), with and without D."""
+    from mmvssm.ops import scan_torch
+    monkeypatch.setattr(scan_torch, '_logaddexp_is_fast', lambda x: logaddexp)
+    inp = make_inputs(1, 8, 4100, 1, groups=2, with_D=with_D, with_z=False, with_bias=True, softplus=True)
+    _check_fp32_with_grads(inp, 'torch')
+
+
 def _check_fp32_with_grads(inp, backend):
     """Output, last state and every gradient of ``backend`` against the float64 ground truth (fp32 tolerances)."""
     leaves = {k: None if inp[k] is None else inp[k].detach().clone().requires_grad_(True) for k in GRAD_NAMES}
