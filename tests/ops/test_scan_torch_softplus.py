@@ -32,6 +32,20 @@ def test_softplus_formulas(monkeypatch, fast, dtype):
     torch.testing.assert_close(out, got, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_softplus_log2(dtype):
+    """softplus_log2(xs) = log2(1 + 2^xs) = softplus(xs ln 2) log2 e (threshold 20 in x) to (4 + |xs|) ulp,
+    past exp2's overflow too; -inf -> 0, inf -> inf, nan -> nan."""
+    xs = _inputs(dtype) * 1.4426950408889634
+    expected = F.softplus(xs.double() * 0.6931471805599453) * 1.4426950408889634
+    got = scan_torch.softplus_log2(xs)
+    assert got.dtype == dtype
+    tol = (4 + xs.double().abs()) * torch.finfo(dtype).eps * expected.abs() + torch.finfo(dtype).tiny
+    assert ((got.double() - expected).abs() <= tol).all()
+    special = scan_torch.softplus_log2(torch.tensor([-float('inf'), float('inf'), float('nan')], dtype=dtype))
+    assert special[0] == 0 and special[1] == float('inf') and special[2].isnan()
+
+
 @pytest.mark.parametrize('value,expected', [('logaddexp', True), ('exp-log', False)])
 def test_formula_forced_by_environment(monkeypatch, value, expected):
     monkeypatch.setenv(scan_torch.SOFTPLUS_ENV, value)
