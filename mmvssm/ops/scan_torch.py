@@ -333,8 +333,9 @@ def softplus_log2(xs, out=None, e=None, w=None):
     For xs > 24, where w - 1 may round, the correction is below an ulp of the result; past the clamp (and
     anywhere log2(w) < xs by rounding) the maximum returns xs; F.softplus's threshold x > 20 gives x, and
     here log2(w) differs from xs by under an ulp there, so no select is needed in fp32 (fp64: a select at
-    20 log2 e). 8 ops. Accurate to (4 + |xs|) ulp: exp2's rounded argument adds |xs| ulp to e (the
-    fused ``cpu`` kernel computes e the same way). ``out`` must not alias ``xs``; workspaces ``e``, ``w``.
+    20 log2 e). 8 ops. Accurate to (4 + |xs|) ulp: exp2's rounded argument adds |xs| ulp to e (as in the
+    fused ``cpu`` kernel, whose exp2 argument is rounded the same way). ``out`` must not alias ``xs``;
+    workspaces ``e``, ``w``.
     """
     e = torch.clamp(xs, max=126.0, out=e).exp2_()
     w = torch.add(e, 1, out=w)
