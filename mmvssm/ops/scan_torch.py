@@ -198,7 +198,7 @@ def _forward_n1(u, delta, A, B, C, Dv, delta_bias, delta_softplus, T, keep_state
         elif log2_units:
             dt = softplus_log2(v.x, out=v.dt, e=v.e, w=v.r)
         else:
-            dt = _softplus(v.x, v.dt, None, None, None, True)
+            dt = _softplus_logaddexp(v.x, v.dt)
         torch.mul(dt, A3, out=v.a).exp2_()
         torch.mul(dt, us, out=v.b)
         v.b4.mul_(B[:, :, :, l0:l0 + m])
@@ -347,11 +347,15 @@ def softplus_log2(xs, out=None, e=None, w=None):
 
 def _softplus(x, out, e, r, w, use_logaddexp):
     if use_logaddexp:
-        out = torch.logaddexp(x, x.new_zeros(()), out=out)
-        # fp32: log1p(exp(-x)) < 2.1e-9 is below half an ulp of x > 20, so the sum rounds to x exactly;
-        # fp64: the threshold needs the select
-        return out if x.dtype == torch.float32 else torch.where(x > 20, x, out, out=out)
+        return _softplus_logaddexp(x, out)
     return softplus_log2(torch.mul(x, _LOG2E, out=r), out, e, w).mul_(_LN2)
+
+
+def _softplus_logaddexp(x, out=None):
+    out = torch.logaddexp(x, x.new_zeros(()), out=out)
+    # fp32: log1p(exp(-x)) < 2.1e-9 is below half an ulp of x > 20, so the sum rounds to x exactly;
+    # fp64: the threshold needs the select
+    return out if x.dtype == torch.float32 else torch.where(x > 20, x, out, out=out)
 
 
 def _delta(delta, delta_bias, softplus_):
