@@ -453,7 +453,7 @@ struct Avx512Ops {
   // States h_0..h_15 of one row (16 time steps of one channel) from the state hb before them (in every
   // lane); hb becomes h_15 in every lane. After levels 1, 2, 4, h = a hb + b is exact in lanes 0..7; lanes
   // 8..15 take, instead of hb, that h from 8 lanes earlier: one fma and one permute where a fourth level
-  // took two of each (in cache on one thread 2.5% faster, Zen 4). The rows' dependency chain is two fmas
+  // took two of each (in cache on one thread 3% faster, Zen 4). The rows' dependency chain is two fmas
   // and two permutes per block.
   static vec scan_row(vec a, vec b, vec& hb) {
     scan_level<1>(a, b);
