@@ -6,8 +6,11 @@ Measured (toy data, CPU, deterministic for a given machine / thread count):
   asserted: mIoU >= untrained + 15 and >= 25;
 * det, Mask R-CNN + Vim-T demo, 200 iterations (the demo's schedule): loss 2.84 -> 1.87, box
   AR@100 0.009 -> 0.061, box mAP@0.5 0.000 -> 0.009 (segm mAP stays ~0: from scratch, a plain
-  backbone localises long before its masks / rankings are good); asserted: AR@100 >= untrained
-  + 0.03, mAP@0.5 >= untrained + 0.004.
+  backbone localises long before its masks / rankings are good). These early numbers are chaotic:
+  on one Zen 4 VM (2026-12-07), four scan kernels that all match fp64 to ~1e-6 (outputs and
+  gradients) but differ in the last bits gave loss 2.83 -> 1.94-2.00, AR@100 0.000 -> 0.039-0.065
+  and mAP@0.5 0.000 -> 0.003-0.022. Asserted: AR@100 >= untrained + 0.02, mAP@0.5 above the
+  untrained model's (>= + 0.001).
 The thresholds leave room for machine-to-machine variation but cannot be reached by the untrained
 model (whose metric is measured in the same test).
 """
@@ -41,8 +44,8 @@ def test_det_demo_learns(det_run):
     print(f'det: loss {first:.3f} -> {last:.3f}; untrained {u}; trained {t}')
     # Mask R-CNN from scratch on a plain backbone: after 200 iterations it finds objects (recall)
     # long before its boxes rank well (mAP); the untrained model finds next to nothing.
-    assert t['coco/bbox_AR@100'] >= u['coco/bbox_AR@100'] + 0.03, (u, t)
-    assert t['coco/bbox_mAP_50'] >= u['coco/bbox_mAP_50'] + 0.004, (u, t)
+    assert t['coco/bbox_AR@100'] >= u['coco/bbox_AR@100'] + 0.02, (u, t)
+    assert t['coco/bbox_mAP_50'] >= u['coco/bbox_mAP_50'] + 0.001, (u, t)
 
 
 def test_mambaout_seg_demo_runs(toy_root):
