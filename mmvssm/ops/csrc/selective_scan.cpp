@@ -395,7 +395,7 @@ struct Avx512Ops {
   // [-1/32, 1/32]; 2^(i/16) from a 16-entry table, 2^f = 1 + f q(f) with q a degree-2 relative minimax fit
   // (error 1.6e-9), 2^k by vscalefps (which scales by 2^floor(m / 16)). Max relative error 1.1e-7 on
   // [-126, 127] with fp32 rounding, against 1.9e-7 for Avx2Ops's degree-5 polynomial on [-1/2, 1/2], and 4
-  // fma / mul instead of 6: the Vim-S forward (N = 16) 6-8% faster on Zen 4. (With AVX2 the lookup takes two
+  // fma / mul instead of 6: the Vim-S forward (N = 16) 4-8% faster on Zen 4. (With AVX2 the lookup takes two
   // permutes and a blend, and the 2^k scaling three integer ops more: slower there, so Avx2Ops keeps its
   // polynomial.) The first table entry is 1 and p(0) = 1 exactly, so decays close to 1 carry no bias that
   // would compound over long sequences. Clamped below at -126 like Avx2Ops; above 128 the result is inf (as
