@@ -177,19 +177,7 @@ struct Avx2Ops {
     return _mm256_fmadd_ps(r, _mm256_fnmadd_ps(x, r, _mm256_set1_ps(1.f)), r);
   }
   // exp2 for x <= 0 (or NaN) only: one clamp fewer.
-  static vec exp2_nonpos(vec x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-126.f));
-    const vec magic = _mm256_set1_ps(12582912.f);
-    vec j = _mm256_add_ps(x, magic);
-    vec f = _mm256_sub_ps(x, _mm256_sub_ps(j, magic));
-    const vec f2 = _mm256_mul_ps(f, f);
-    const vec p01 = _mm256_fmadd_ps(_mm256_set1_ps(kE1), f, _mm256_set1_ps(kE0));
-    const vec p23 = _mm256_fmadd_ps(_mm256_set1_ps(kE3), f, _mm256_set1_ps(kE2));
-    const vec p45 = _mm256_fmadd_ps(_mm256_set1_ps(kE5), f, _mm256_set1_ps(kE4));
-    const vec p = _mm256_fmadd_ps(_mm256_fmadd_ps(p45, f2, p23), f2, p01);
-    __m256i e = _mm256_slli_epi32(_mm256_castps_si256(j), 23);
-    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
-  }
+  static vec exp2_nonpos(vec x) { return exp2_avx2<false>(x); }
   // softplus(x) = x for x > 20, else max(x, 0) + log1p(e), e = exp(-|x|) in (0, 1];
   // log1p(e) = e q(e), q a degree-7 relative minimax fit on [0, 1] (rel. error 3.3e-7), Estrin scheme.
   // No select for x > 20 is needed: there e q(e) < 2.1e-9 is below half an ulp of x (>= 9.5e-7), so the
