@@ -7,7 +7,9 @@
 //   * OpenMP (at::parallel_for) over work items = (batch, block of W channels of one group).
 //   * SIMD over channels: one AVX-512 vector holds 16 channels (chosen at run time when the CPU has it,
 //     MMVSSM_NO_AVX512=1 turns it off), one AVX2 vector 8; the state h[n] is one vector per n. The
-//     per-item kernels live in scan_item_kernels.inc, compiled once per instruction set.
+//     per-item kernels live in scan_item_kernels.inc, the width-generic members of the vector-ops structs
+//     (softplus, sigmoid, row loads / stores) in lane_ops_common.inc; both are compiled once per
+//     instruction set.
 //   * Forward in time tiles of 512 steps across a thread's items (B / C tile stays in cache).
 //     Time is processed in blocks of 8 steps: the 8x8 (channel x time) tiles of u / delta / z / out are
 //     transposed in registers, so no layout copy is made around the kernel.
@@ -24,10 +26,22 @@
 //     dB / dC are reduced across the channels of a vector with a transposing horizontal add and
 //     accumulated in per-thread buffers, summed at the end.
 #pragma GCC diagnostic ignored "-Wignored-attributes"
+// GCC 12's AVX-512 intrinsics pass their own _mm512_undefined_ps() as a don't-care operand, and GCC 12
+// warns that it "may be used uninitialized" once per inlined use (GCC bug 105593): 258 false warnings
+// here. The warning is reported at the intrinsic's line in its header, so it is turned off for the
+// headers' lines, on GCC 12 only; that also hides a real uninitialized variable of ours when it is
+// reported inside an intrinsic (other compilers still report it).
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
+#pragma GCC diagnostic pop
+#endif
 
 #include "fast_math.h"
 
@@ -160,7 +174,11 @@ __attribute__((always_inline)) inline void scan_part(__m256* a, __m256* b, __m12
   transpose4x2(a);
 }
 
-struct Avx2Ops {
+namespace base_isa {
+#include "lane_ops_common.inc"
+}  // namespace base_isa
+
+struct Avx2Ops : base_isa::LaneOpsCommon<Avx2Ops, __m256, 8> {
   using T = float;
   using vec = __m256;
   static constexpr int W = 8;
@@ -170,6 +188,8 @@ struct Avx2Ops {
   static vec sub(vec a, vec b) { return _mm256_sub_ps(a, b); }
   static vec mul(vec a, vec b) { return _mm256_mul_ps(a, b); }
   static vec fma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
+  static vec max(vec a, vec b) { return _mm256_max_ps(a, b); }
+  static vec abs(vec x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.f), x); }
   static vec exp2(vec x) { return exp2_avx2(x); }
   // 1 / x for x in [1, inf]: rcp estimate + one Newton step (rel. error ~1e-7; inf -> 0).
   static vec rcp(vec x) {
@@ -178,67 +198,12 @@ struct Avx2Ops {
   }
   // exp2 for x <= 0 (or NaN) only: one clamp fewer.
   static vec exp2_nonpos(vec x) { return exp2_avx2<false>(x); }
-  // softplus(x) = x for x > 20, else max(x, 0) + log1p(e), e = exp(-|x|) in (0, 1];
-  // log1p(e) = e q(e), q a degree-7 relative minimax fit on [0, 1] (rel. error 3.3e-7), Estrin scheme.
-  // No select for x > 20 is needed: there e q(e) < 2.1e-9 is below half an ulp of x (>= 9.5e-7), so the
-  // final fma rounds to x exactly (threshold-20 semantics bit for bit).
-  // In two halves, softplus_fin(x, softplus_exp(x)), so that kernels can run each half over many vectors
-  // in a row (fwd_item_n1 does).
-  static vec softplus(vec x) { return softplus_fin(x, softplus_exp(x)); }
-  static vec softplus_exp(vec x) {
-    const vec absx = _mm256_andnot_ps(_mm256_set1_ps(-0.f), x);
-    return exp2_nonpos(_mm256_mul_ps(absx, _mm256_set1_ps(-static_cast<float>(kLog2e))));
-  }
-  static vec softplus_fin(vec x, vec e) {
-    const vec e2 = _mm256_mul_ps(e, e);
-    const vec e4 = _mm256_mul_ps(e2, e2);
-    const vec q01 = _mm256_fmadd_ps(_mm256_set1_ps(kL1), e, _mm256_set1_ps(kL0));
-    const vec q23 = _mm256_fmadd_ps(_mm256_set1_ps(kL3), e, _mm256_set1_ps(kL2));
-    const vec q45 = _mm256_fmadd_ps(_mm256_set1_ps(kL5), e, _mm256_set1_ps(kL4));
-    const vec q67 = _mm256_fmadd_ps(_mm256_set1_ps(kL7), e, _mm256_set1_ps(kL6));
-    const vec q = _mm256_fmadd_ps(_mm256_fmadd_ps(q67, e2, q45), e4, _mm256_fmadd_ps(q23, e2, q01));
-    return _mm256_fmadd_ps(q, e, _mm256_max_ps(x, _mm256_setzero_ps()));
-  }
-  static vec sigmoid(vec x) {
-    const vec e = exp2(_mm256_mul_ps(x, _mm256_set1_ps(-static_cast<float>(kLog2e))));
-    return rcp(_mm256_add_ps(e, _mm256_set1_ps(1.f)));
-  }
   static vec load_lanes(const float* p) { return _mm256_loadu_ps(p); }
   static void store_lanes(float* p, vec v) { _mm256_storeu_ps(p, v); }
   static void stream_row(float* p, vec v) { _mm256_stream_ps(p, v); }  // p 32-byte aligned
-  // W consecutive time steps of one row (N = 1 kernel), and its 8-step parts
-  template <typename in_t>
-  static vec load_row(const in_t* p) {
-    if constexpr (std::is_same_v<in_t, float>) {
-      return _mm256_loadu_ps(p);
-    } else {
-      alignas(32) float tmp[8];
-      for (int i = 0; i < 8; ++i) tmp[i] = to_f(p[i]);
-      return _mm256_load_ps(tmp);
-    }
-  }
-  template <typename in_t>
-  static void store_row(in_t* p, vec v) {
-    if constexpr (std::is_same_v<in_t, float>) {
-      _mm256_storeu_ps(p, v);
-    } else {
-      alignas(32) float tmp[8];
-      _mm256_store_ps(tmp, v);
-      for (int i = 0; i < 8; ++i) p[i] = from_f<in_t>(tmp[i]);
-    }
-  }
+  // a row's 8-step parts (here the row itself), and back
   static __m256 part(vec v, int) { return v; }
   static vec join(const __m256* parts) { return parts[0]; }
-  static vec gather(const float* p, int64 stride) {
-    alignas(32) float tmp[8];
-    for (int i = 0; i < 8; ++i) tmp[i] = p[i * stride];
-    return _mm256_load_ps(tmp);
-  }
-  static void scatter(float* p, int64 stride, vec v) {
-    alignas(32) float tmp[8];
-    _mm256_store_ps(tmp, v);
-    for (int i = 0; i < 8; ++i) p[i * stride] = tmp[i];
-  }
   // Rows p + i * ld (i < 8 channels), time t < tc (zero padded) -> out[t] = vector over channels.
   template <typename in_t>
   static void load_block(const in_t* p, int64 ld, int tc, vec* out) {
@@ -367,8 +332,10 @@ namespace base_isa {
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl")
 namespace avx512_isa {
+#include "lane_ops_common.inc"
 
-struct Avx512Ops {
+
+struct Avx512Ops : LaneOpsCommon<Avx512Ops, __m512, 16> {
   using T = float;
   using vec = __m512;
   static constexpr int W = 16;
@@ -378,6 +345,8 @@ struct Avx512Ops {
   static vec sub(vec a, vec b) { return _mm512_sub_ps(a, b); }
   static vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
   static vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static vec max(vec a, vec b) { return _mm512_max_ps(a, b); }
+  static vec abs(vec x) { return _mm512_abs_ps(x); }
   // 2^x = 2^k 2^(i/16) 2^f: adding 1.5 * 2^19 (ulp 1/16) rounds x to the nearest multiple of 1/16, m / 16 =
   // k + i / 16 (i in 0..15: the sum's low 4 bits, which vpermps reads; k = floor(m / 16)), f = x - m / 16 in
   // [-1/32, 1/32]; 2^(i/16) from a 16-entry table, 2^f = 1 + f q(f) with q a degree-2 relative minimax fit
@@ -408,38 +377,9 @@ struct Avx512Ops {
     const vec r = _mm512_rcp14_ps(x);
     return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(x, r, _mm512_set1_ps(1.f)), r);
   }
-  // see Avx2Ops::softplus
-  static vec softplus(vec x) { return softplus_fin(x, softplus_exp(x)); }
-  static vec softplus_exp(vec x) {
-    return exp2_nonpos(_mm512_mul_ps(_mm512_abs_ps(x), _mm512_set1_ps(-static_cast<float>(kLog2e))));
-  }
-  static vec softplus_fin(vec x, vec e) {
-    const vec e2 = _mm512_mul_ps(e, e);
-    const vec e4 = _mm512_mul_ps(e2, e2);
-    const vec q01 = _mm512_fmadd_ps(_mm512_set1_ps(kL1), e, _mm512_set1_ps(kL0));
-    const vec q23 = _mm512_fmadd_ps(_mm512_set1_ps(kL3), e, _mm512_set1_ps(kL2));
-    const vec q45 = _mm512_fmadd_ps(_mm512_set1_ps(kL5), e, _mm512_set1_ps(kL4));
-    const vec q67 = _mm512_fmadd_ps(_mm512_set1_ps(kL7), e, _mm512_set1_ps(kL6));
-    const vec q = _mm512_fmadd_ps(_mm512_fmadd_ps(q67, e2, q45), e4, _mm512_fmadd_ps(q23, e2, q01));
-    return _mm512_fmadd_ps(q, e, _mm512_max_ps(x, _mm512_setzero_ps()));
-  }
-  static vec sigmoid(vec x) {
-    const vec e = exp2(_mm512_mul_ps(x, _mm512_set1_ps(-static_cast<float>(kLog2e))));
-    return rcp(_mm512_add_ps(e, _mm512_set1_ps(1.f)));
-  }
   static vec load_lanes(const float* p) { return _mm512_loadu_ps(p); }
   static void store_lanes(float* p, vec v) { _mm512_storeu_ps(p, v); }
   static void stream_row(float* p, vec v) { _mm512_stream_ps(p, v); }  // p 64-byte aligned
-  static vec gather(const float* p, int64 stride) {
-    alignas(64) float tmp[16];
-    for (int i = 0; i < 16; ++i) tmp[i] = p[i * stride];
-    return _mm512_load_ps(tmp);
-  }
-  static void scatter(float* p, int64 stride, vec v) {
-    alignas(64) float tmp[16];
-    _mm512_store_ps(tmp, v);
-    for (int i = 0; i < 16; ++i) p[i * stride] = tmp[i];
-  }
   // One Hillis-Steele level of the N = 1 recurrence over the 16 lanes (time steps) of a row: the step pair
   // (a_j, b_j) absorbs the one S lanes earlier, b_j += a_j b_{j-S}, a_j *= a_{j-S}; lanes j < S take the
   // identity (a = 1, b = 0). After levels 1, 2, 4, (a_j, b_j) maps the state before lane max(j - 7, 0) to
@@ -470,26 +410,6 @@ struct Avx512Ops {
   static vec join(__m256 lo, __m256 hi) { return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1); }
   static vec join(const __m256* parts) { return join(parts[0], parts[1]); }
   static __m256 part(vec v, int q) { return q == 0 ? _mm512_castps512_ps256(v) : _mm512_extractf32x8_ps(v, 1); }
-  template <typename in_t>
-  static vec load_row(const in_t* p) {
-    if constexpr (std::is_same_v<in_t, float>) {
-      return _mm512_loadu_ps(p);
-    } else {
-      alignas(64) float tmp[16];
-      for (int i = 0; i < 16; ++i) tmp[i] = to_f(p[i]);
-      return _mm512_load_ps(tmp);
-    }
-  }
-  template <typename in_t>
-  static void store_row(in_t* p, vec v) {
-    if constexpr (std::is_same_v<in_t, float>) {
-      _mm512_storeu_ps(p, v);
-    } else {
-      alignas(64) float tmp[16];
-      _mm512_store_ps(tmp, v);
-      for (int i = 0; i < 16; ++i) p[i] = from_f<in_t>(tmp[i]);
-    }
-  }
   template <typename in_t>
   static void load_block(const in_t* p, int64 ld, int tc, vec* out) {
     __m256 lo[TB], hi[TB];
