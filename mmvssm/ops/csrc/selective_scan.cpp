@@ -8,8 +8,8 @@
 //   * SIMD over channels: one AVX-512 vector holds 16 channels (chosen at run time when the CPU has it,
 //     MMVSSM_NO_AVX512=1 turns it off), one AVX2 vector 8; the state h[n] is one vector per n. The
 //     per-item kernels live in scan_item_kernels.inc, the width-generic members of the vector-ops structs
-//     (softplus, sigmoid, row loads / stores) in lane_ops_common.inc; both are compiled once per
-//     instruction set.
+//     (softplus, sigmoid, row loads / stores, gather / scatter) in lane_ops_common.inc; both are compiled
+//     once per instruction set.
 //   * Forward in time tiles of 512 steps across a thread's items (B / C tile stays in cache).
 //     Time is processed in blocks of 8 steps: the 8x8 (channel x time) tiles of u / delta / z / out are
 //     transposed in registers, so no layout copy is made around the kernel.
@@ -333,7 +333,6 @@ namespace base_isa {
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl")
 namespace avx512_isa {
 #include "lane_ops_common.inc"
-
 
 struct Avx512Ops : LaneOpsCommon<Avx512Ops, __m512, 16> {
   using T = float;
