@@ -136,6 +136,7 @@ def main(argv=None):
     try:
         runner.test()
     finally:
+        del runner
         tools.close_distributed()
 
 

@@ -152,12 +152,20 @@ def build_runner(cfg):
 
 
 def close_distributed():
-    """Destroy the process group of a distributed run (``--launcher pytorch``/``slurm``) once it is
-    over. Left to the interpreter's exit, the gloo threads of the group occasionally abort the
-    process after a successful run ('terminate called without an active exception', SIGABRT)."""
+    """End a distributed run (``--launcher pytorch``/``slurm``) while the interpreter is fully alive:
+    destroy its process group, then collect the garbage. Call it after dropping the runner.
+
+    The runner's DDP model keeps the gloo group alive through reference cycles. Freed only by the
+    collection at interpreter exit, the group's worker thread, releasing a finished work's tensors,
+    needs the GIL, is stopped by the finalizing interpreter, and the process aborts after a
+    successful run ('terminate called without an active exception', SIGABRT; a core dump showed
+    ``ProcessGroupGloo::runLoop`` -> ``~AsyncWork`` -> ``take_gil`` during ``Py_FinalizeEx``)."""
+    import gc
+
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    gc.collect()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,6 +214,7 @@ def main(argv=None):
     try:
         runner.train()
     finally:
+        del runner
         close_distributed()
 
 
