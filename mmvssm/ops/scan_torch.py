@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ._common import as_4d, compute_dtype, empty_large, no_autocast
+from .math_pages import map_math_constant_pages
 
 # Per-array memory budget (bytes) under which exp(delta A) and delta u B are precomputed for all steps.
 _PRECOMPUTE_BYTES = 96 * 2 ** 20
@@ -280,10 +281,11 @@ def _logaddexp_is_fast(x):
 
     Off the CPU: yes. On the CPU it depends on the CPU, not only on ATen's dispatch level (fp32, 384 x 512):
     an Intel AVX-512 VM 179 vs 288 us, the same VM with ``ATEN_CPU_CAPABILITY=avx2`` 281 vs 296 us; an AMD
-    Zen 4 VM with the same AVX-512 dispatch 961 vs 394 us (ATen's vectorized log1p, which logaddexp and
-    ``F.softplus`` use, ran as a scalar loop there; 308 vs 300 us with ``ATEN_CPU_CAPABILITY=avx2``). So
-    both are timed once per process and dtype (``_time_softplus_formulas``, ~10 ms), unless the environment
-    variable ``MMVSSM_TORCH_SOFTPLUS`` names one: ``logaddexp`` or ``exp-log`` (their accuracy: ``softplus``).
+    Zen 4 VM with the same AVX-512 dispatch 188-200 vs 308-357 us once ``map_math_constant_pages`` has run,
+    and 978-1009 vs 320-341 us before it (ATen's log1p, inside logaddexp, in the slow state that function
+    describes). So both are timed once per process and dtype (``_time_softplus_formulas``, ~10 ms), after
+    ``map_math_constant_pages``, unless the environment variable ``MMVSSM_TORCH_SOFTPLUS`` names one:
+    ``logaddexp`` or ``exp-log`` (their accuracy: ``softplus``).
     """
     if x.device.type != 'cpu':
         return True
@@ -294,6 +296,7 @@ def _logaddexp_is_fast(x):
                              'or unset to time both once per process')
         return forced == 'logaddexp'
     if x.dtype not in _logaddexp_choice:
+        map_math_constant_pages()  # else logaddexp may be timed in its slow state
         _logaddexp_choice[x.dtype] = _time_softplus_formulas(x.dtype)
     return _logaddexp_choice[x.dtype]
 
@@ -317,8 +320,7 @@ def softplus(x, out=None, e=None, r=None, w=None):
 
     Where ``_logaddexp_is_fast``: one ``torch.logaddexp(x, 0)`` (its kernel computes exactly that formula),
     accurate to a few ulp. Elsewhere ``softplus_log2(x log2 e) ln 2``, from exp2 / log2 only, accurate to
-    (4 + |x|) ulp (tested): ``F.softplus`` and ``torch.log1p`` measured as scalar loops on the AMD development
-    VMs (~5-10x slower than exp / log).
+    (4 + |x|) ulp (tested).
     Written into ``out`` with the workspaces ``e``, ``r`` and ``w`` (x's shape and dtype) when given, else
     into new tensors.
     """

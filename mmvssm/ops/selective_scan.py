@@ -21,6 +21,7 @@ import os
 import torch
 
 from ._common import no_autocast
+from .math_pages import map_math_constant_pages
 from .scan_cpu import SelectiveScanCpu, load_cpu_extension
 from .scan_cuda import SelectiveScanCuda, cuda_module_status, load_cuda_module
 from .scan_ref import SelectiveScanRef
@@ -192,6 +193,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """
     _check(u, delta, A, B, C, D, z, delta_bias)
     name = resolve_backend(backend, u.device)
+    if u.device.type == 'cpu':
+        map_math_constant_pages()  # every CPU backend timed in the same process state (see math_pages)
     fn = _FUNCTIONS[name]
     extra = (torch.is_grad_enabled(),) if name in ('cpu', 'torch') else ()
     with no_autocast(u.device.type):
