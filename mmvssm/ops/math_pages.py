@@ -24,7 +24,7 @@ def map_math_constant_pages():
     no extra nodes enter a traced graph.
     """
     global _mapped
-    if _mapped or torch.jit.is_tracing() or torch.compiler.is_compiling():
+    if _mapped or _capturing_graph():
         return
     _mapped = True
     with torch.no_grad():
@@ -32,3 +32,11 @@ def map_math_constant_pages():
             x = torch.tensor(_SPECIAL_VALUES * 4, dtype=dtype)  # 64 values: full vectors and no tail
             torch.log1p(x)
             torch.expm1(x)
+
+
+def _capturing_graph():
+    """Whether ``torch.jit`` traces or ``torch.compile`` compiles (``torch.compiler.is_compiling`` is torch >= 2.3)."""
+    is_compiling = getattr(torch.compiler, 'is_compiling', None)
+    if is_compiling is None:
+        from torch._dynamo import is_compiling
+    return torch.jit.is_tracing() or is_compiling()

@@ -62,3 +62,18 @@ def test_not_traced(monkeypatch):
     assert not math_pages._mapped
     selective_scan(u, delta, A, B, C, backend='torch')
     assert math_pages._mapped
+
+
+
+def test_not_compiled(monkeypatch):
+    """Inside torch.compile the mapping is skipped (left for a later eager call), not traced into the graph."""
+    monkeypatch.setattr(math_pages, '_mapped', False)
+
+    def fn(x):
+        math_pages.map_math_constant_pages()
+        return x + 1
+
+    assert torch.equal(torch.compile(fn, backend='eager', fullgraph=True)(torch.zeros(3)), torch.ones(3))
+    assert not math_pages._mapped
+    fn(torch.zeros(3))
+    assert math_pages._mapped
