@@ -21,17 +21,18 @@ def map_math_constant_pages():
     """Run ``log1p`` and ``expm1`` on special values (fp32 and fp64, CPU) once per process.
 
     Skipped (and left for a later call) while ``torch.jit`` traces or ``torch.compile`` compiles, so that
-    no extra nodes enter a traced graph.
+    no extra nodes enter a traced graph. Returns whether the pages are mapped now.
     """
     global _mapped
     if _mapped or _capturing_graph():
-        return
+        return _mapped
     _mapped = True
     with torch.no_grad():
         for dtype in (torch.float32, torch.float64):
             x = torch.tensor(_SPECIAL_VALUES * 4, dtype=dtype)  # 64 values: full vectors and no tail
             torch.log1p(x)
             torch.expm1(x)
+    return True
 
 
 def _capturing_graph():

@@ -296,7 +296,8 @@ def _logaddexp_is_fast(x):
                              'or unset to time both once per process')
         return forced == 'logaddexp'
     if x.dtype not in _logaddexp_choice:
-        map_math_constant_pages()  # else logaddexp may be timed in its slow state
+        if not map_math_constant_pages():  # while a graph is captured: logaddexp may be in its slow state,
+            return _time_softplus_formulas(x.dtype)  # so the choice is not kept for the process
         _logaddexp_choice[x.dtype] = _time_softplus_formulas(x.dtype)
     return _logaddexp_choice[x.dtype]
 

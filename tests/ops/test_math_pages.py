@@ -4,7 +4,7 @@ import importlib
 import pytest
 import torch
 
-from mmvssm.ops import math_pages, selective_scan
+from mmvssm.ops import math_pages, scan_torch, selective_scan
 
 dispatcher_module = importlib.import_module('mmvssm.ops.selective_scan')  # the function shadows the module name
 
@@ -64,7 +64,6 @@ def test_not_traced(monkeypatch):
     assert math_pages._mapped
 
 
-
 def test_not_compiled(monkeypatch):
     """Inside torch.compile the mapping is skipped (left for a later eager call), not traced into the graph."""
     monkeypatch.setattr(math_pages, '_mapped', False)
@@ -77,3 +76,23 @@ def test_not_compiled(monkeypatch):
     assert not math_pages._mapped
     fn(torch.zeros(3))
     assert math_pages._mapped
+
+
+def test_softplus_choice_timed_only_when_mapped(monkeypatch):
+    """A first torch-backend call under torch.jit.trace times the softplus formulas without keeping the
+    choice (the pages are not mapped then); the first eager call times and keeps it with them mapped."""
+    monkeypatch.setattr(math_pages, '_mapped', False)
+    monkeypatch.setattr(scan_torch, '_logaddexp_choice', {})
+    monkeypatch.delenv(scan_torch.SOFTPLUS_ENV, raising=False)
+    timed_mapped = []
+    real = scan_torch._time_softplus_formulas
+    monkeypatch.setattr(scan_torch, '_time_softplus_formulas',
+                        lambda dtype: timed_mapped.append(math_pages._mapped) or real(dtype))
+    u, delta, A, B, C = _inputs(L=3000)
+    A = A[:, :1]
+    B, C = B[:, :1], C[:, :1]
+    torch.jit.trace(lambda u_, d_: selective_scan(u_, d_, A, B, C, delta_softplus=True, backend='torch'),
+                    (u, delta), check_trace=False)
+    assert timed_mapped == [False] and scan_torch._logaddexp_choice == {}
+    selective_scan(u, delta, A, B, C, delta_softplus=True, backend='torch')
+    assert timed_mapped == [False, True] and list(scan_torch._logaddexp_choice) == [torch.float32]
