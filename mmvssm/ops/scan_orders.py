@@ -32,6 +32,8 @@ def _check_map(x):
 
 
 def _check_orders(orders):
+    if isinstance(orders, str) or len(orders) == 0:
+        raise ValueError(f'scan orders: expected a non-empty sequence of orders from {ORDERS}, got {orders!r}')
     for o in orders:
         if o not in ORDERS:
             raise ValueError(f'scan orders: unknown order {o!r}; choose from {ORDERS}')
@@ -94,6 +96,7 @@ def scan_flatten(x, orders=CROSS_SCAN_ORDERS):
 
 def scan_unflatten(ys, H, W, orders=CROSS_SCAN_ORDERS):
     """(B, K, C, H*W) sequences in ``orders`` -> (B, K, C, H, W) maps (each direction back in place)."""
+    _check_orders(orders)
     if ys.dim() != 4 or ys.shape[1] != len(orders) or ys.shape[-1] != H * W:
         raise ValueError(f'scan orders: expected (B, {len(orders)}, C, {H}*{W}), got shape {tuple(ys.shape)}')
     return torch.stack([from_sequence(ys[:, k], H, W, o) for k, o in enumerate(orders)], dim=1)
@@ -104,9 +107,9 @@ def scan_merge(ys, H, W, orders=CROSS_SCAN_ORDERS):
 
     With the default ``CROSS_SCAN_ORDERS`` this is VMamba's CrossMerge.
     """
+    _check_orders(orders)
     if ys.dim() != 4 or ys.shape[1] != len(orders) or ys.shape[-1] != H * W:
         raise ValueError(f'scan orders: expected (B, {len(orders)}, C, {H}*{W}), got shape {tuple(ys.shape)}')
-    _check_orders(orders)
     Bsz, _, C, L = ys.shape
     row = col = None
     for k, o in enumerate(orders):

@@ -396,7 +396,8 @@ class SelectiveScanTorch(torch.autograd.Function):
                 y = lay.to_bdl(y)
                 if Dc is not None:
                     y.addcmul_(uc, Dc[:, None])
-            out = y if zc is None else y * F.silu(zc)
+            # (B, D, L) contiguous like the other backends' (y is a slice of the padded chunk layout)
+            out = (y if zc is None else y * F.silu(zc)).contiguous()
             last = last.reshape(uc.shape[0], uc.shape[1], Ac.shape[1])
         if needs_grad:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, H_in, y if z is not None else None)

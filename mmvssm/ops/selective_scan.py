@@ -175,7 +175,11 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     Args:
         u: (batch, dim, L) input.
         delta: (batch, dim, L) step sizes (before ``delta_bias`` / softplus).
-        A: (dim, N) real state matrix (N <= 256).
+        A: (dim, N) real state matrix (N <= 256). The models use A < 0 (``-exp(A_log)``). For A > 0 the
+            ``cuda`` (mamba-ssm's block scan), ``torch`` (chunks) and AVX-512 ``cpu`` N = 1 (8 steps)
+            backends multiply decays over several steps, so where such a product overflows fp32 they give
+            inf / NaN even if every state stays finite; ``ref`` and the other ``cpu`` kernels step one at
+            a time.
         B, C: (batch, N, L) shared by all channels, or (batch, G, N, L) grouped: channel d uses group
             ``d // (dim // G)``.
         D: optional (dim,) skip weight. z: optional (batch, dim, L) gate (output times ``silu(z)``).

@@ -67,3 +67,8 @@ def test_cpu_kernel_outputs_advised():
         _assert_advised(t, name)
         assert torch.isfinite(t).all()
     assert torch.isfinite(out).all()
+    # their storages behave like any tensor's: resize_ reallocates (from_blob storages could not)
+    for t in (out, du):
+        kept = t[0, 0, :8].clone()
+        t.resize_(Bsz, D, L + 16)
+        assert t.shape == (Bsz, D, L + 16) and torch.equal(t[0, 0, :8], kept)

@@ -79,3 +79,9 @@ def test_bad_shapes():
         so.cross_merge(torch.randn(1, 4, 2, 7), 2, 3)
     with pytest.raises(ValueError, match='expected'):
         so.unflatten_rows(torch.randn(1, 2, 7), 2, 3)
+    # no orders, or a bare string (iterated letter by letter), are refused rather than giving None / stack errors
+    for fn, arg in ((so.scan_flatten, torch.randn(1, 1, 2, 2)), (so.scan_merge, torch.randn(1, 0, 1, 4)),
+                    (so.scan_unflatten, torch.randn(1, 0, 1, 4))):
+        for orders in ((), 'row'):
+            with pytest.raises(ValueError, match='non-empty sequence'):
+                fn(arg, orders) if fn is so.scan_flatten else fn(arg, 2, 2, orders)

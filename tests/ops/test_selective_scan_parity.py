@@ -143,3 +143,17 @@ def test_stress_long_sequence_finite(backend):
            for k, v in inp.items()}
     ref_out, _, _ = ground_truth(pre)
     assert_close(out[..., :3000], ref_out, 'out prefix', **FP32_TOL)
+
+
+@pytest.mark.parametrize('backend', backend_params())
+def test_output_contiguous(backend):
+    """The output is a contiguous (B, D, L) tensor (as mamba-ssm's), so ``out.view(B, -1)`` works: the torch
+    backend once returned a slice of its padded chunk layout (L not a multiple of the chunk) or its
+    time-major buffer (L <= 64) when z was None."""
+    for L, N, with_z, dtype in ((100, 4, False, torch.float32), (60, 4, False, torch.float32),
+                                (100, 4, True, torch.float32), (77, 1, False, torch.float32),
+                                (100, 4, False, torch.bfloat16)):
+        inp = make_inputs(2, 8, L, N, with_z=with_z, dtype=dtype)
+        out = selective_scan(**inp, backend=backend)
+        assert out.shape == (2, 8, L) and out.dtype == dtype
+        assert out.is_contiguous(), (L, N, with_z, dtype, out.stride())

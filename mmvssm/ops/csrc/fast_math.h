@@ -39,12 +39,14 @@ inline float exp2_fast_scalar(float x) {
 
 #if defined(__AVX2__) && defined(__FMA__)
 // 2^x for 8 lanes, clamped below at -126 and, when kClampHigh, above at 127 (without it the caller
-// guarantees x <= 127, e.g. x <= 0; NaN gives 2^-126 either way); Estrin scheme: a shorter dependency
-// chain than Horner (the scan is latency-bound for small N).
+// guarantees x <= 127, e.g. x <= 0); Estrin scheme: a shorter dependency chain than Horner (the scan is
+// latency-bound for small N). NaN stays NaN: the clamps take x as their second operand, which max / min
+// return when it is NaN. (The exponent is added to the bits of the NaN polynomial, so a NaN whose payload
+// has nonzero low 8 bits, which no arithmetic produces, may come out as a number.)
 template <bool kClampHigh = true>
 inline __m256 exp2_avx2(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-126.f));
-  if constexpr (kClampHigh) x = _mm256_min_ps(x, _mm256_set1_ps(127.f));
+  x = _mm256_max_ps(_mm256_set1_ps(-126.f), x);
+  if constexpr (kClampHigh) x = _mm256_min_ps(_mm256_set1_ps(127.f), x);
   const __m256 magic = _mm256_set1_ps(12582912.f);
   const __m256 j = _mm256_add_ps(x, magic);
   const __m256 f = _mm256_sub_ps(x, _mm256_sub_ps(j, magic));

@@ -37,6 +37,7 @@
 #endif
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
@@ -189,9 +190,10 @@ struct Avx2Ops : base_isa::LaneOpsCommon<Avx2Ops, __m256, 8> {
   static vec mul(vec a, vec b) { return _mm256_mul_ps(a, b); }
   static vec fma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
   static vec max(vec a, vec b) { return _mm256_max_ps(a, b); }
+  static vec min(vec a, vec b) { return _mm256_min_ps(a, b); }
   static vec abs(vec x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.f), x); }
   static vec exp2(vec x) { return exp2_avx2(x); }
-  // 1 / x for x in [1, inf]: rcp estimate + one Newton step (rel. error ~1e-7; inf -> 0).
+  // 1 / x for finite x >= 1: rcp estimate + one Newton step (rel. error ~1e-7; inf gives NaN, 0 * inf).
   static vec rcp(vec x) {
     const vec r = _mm256_rcp_ps(x);
     return _mm256_fmadd_ps(r, _mm256_fnmadd_ps(x, r, _mm256_set1_ps(1.f)), r);
@@ -345,6 +347,7 @@ struct Avx512Ops : LaneOpsCommon<Avx512Ops, __m512, 16> {
   static vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
   static vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
   static vec max(vec a, vec b) { return _mm512_max_ps(a, b); }
+  static vec min(vec a, vec b) { return _mm512_min_ps(a, b); }
   static vec abs(vec x) { return _mm512_abs_ps(x); }
   // 2^x = 2^k 2^(i/16) 2^f: adding 1.5 * 2^19 (ulp 1/16) rounds x to the nearest multiple of 1/16, m / 16 =
   // k + i / 16 (i in 0..15: the sum's low 4 bits, which vpermps reads; k = floor(m / 16)), f = x - m / 16 in
@@ -354,14 +357,15 @@ struct Avx512Ops : LaneOpsCommon<Avx512Ops, __m512, 16> {
   // fma / mul instead of 6: the Vim-S forward (N = 16) 4-8% faster on Zen 4. (With AVX2 the lookup takes two
   // permutes and a blend, and the 2^k scaling three integer ops more: slower there, so Avx2Ops keeps its
   // polynomial.) The first table entry is 1 and p(0) = 1 exactly, so decays close to 1 carry no bias that
-  // would compound over long sequences. Clamped below at -126 like Avx2Ops; above 128 the result is inf (as
-  // expf's), so no upper clamp. exp2_nonpos is the same.
+  // would compound over long sequences. Clamped below at -126 like Avx2Ops (x the max's second operand, so
+  // NaN stays NaN, and vscalefps keeps it); above 128 the result is inf (as expf's), so no upper clamp.
+  // exp2_nonpos is the same.
   static vec exp2(vec x) {
     alignas(64) static constexpr float kTab[16] = {  // 2^(i/16), rounded to fp32
         1.000000000e+00f, 1.044273734e+00f, 1.090507746e+00f, 1.138788581e+00f, 1.189207077e+00f, 1.241857767e+00f,
         1.296839595e+00f, 1.354255557e+00f, 1.414213538e+00f, 1.476826191e+00f, 1.542210817e+00f, 1.610490322e+00f,
         1.681792855e+00f, 1.756252170e+00f, 1.834008098e+00f, 1.915206552e+00f};
-    x = _mm512_max_ps(x, _mm512_set1_ps(-126.f));
+    x = _mm512_max_ps(_mm512_set1_ps(-126.f), x);
     const vec magic = _mm512_set1_ps(786432.f);
     const vec j = _mm512_add_ps(x, magic);
     const vec m16 = _mm512_sub_ps(j, magic);
@@ -372,6 +376,7 @@ struct Avx512Ops : LaneOpsCommon<Avx512Ops, __m512, 16> {
     return _mm512_scalef_ps(_mm512_fmadd_ps(_mm512_mul_ps(t, f), q, t), m16);
   }
   static vec exp2_nonpos(vec x) { return exp2(x); }
+  // 1 / x for finite x >= 1, as Avx2Ops::rcp.
   static vec rcp(vec x) {
     const vec r = _mm512_rcp14_ps(x);
     return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(x, r, _mm512_set1_ps(1.f)), r);
@@ -681,7 +686,11 @@ at::Tensor empty_large_like(const at::Tensor& like) {
     void* ptr = nullptr;
     if (posix_memalign(&ptr, kHuge, len) == 0) {
       madvise(ptr, len, MADV_HUGEPAGE);
-      return at::from_blob(ptr, like.sizes(), [](void* q) { std::free(q); }, like.options());
+      // a resizable storage (resize_ reallocates through the CPU allocator), unlike from_blob's
+      c10::Storage st(c10::Storage::use_byte_size_t(), nbytes,
+                      c10::DataPtr(ptr, ptr, [](void* q) { std::free(q); }, c10::Device(c10::kCPU)),
+                      c10::GetCPUAllocator(), /*resizable=*/true);
+      return at::empty({0}, like.options()).set_(st, 0, like.sizes(), {});
     }
   }
 #endif
