@@ -6,6 +6,7 @@ itself needs Triton and, from mamba-ssm HEAD on, may ship without the op. Instal
 """
 import importlib
 import importlib.util
+import sys
 
 import torch
 
@@ -14,10 +15,16 @@ _INSTALL_HINT = ("install mamba-ssm with its CUDA op: `pip install mmvssm[cuda]`
                  "(`MAMBA_KEEP_CUDA_BUILD=TRUE pip install mamba-ssm --no-build-isolation` for mamba-ssm > 2.3.2)")
 
 
+_load_error = None  # why the last import failed (kept: a missing or broken module is not retried per call)
+
+
 def cuda_module_status():
-    """(available, reason) without importing the extension (no CUDA libraries are loaded)."""
+    """(available, reason) without importing the extension (no CUDA libraries are loaded); a failed import
+    (:func:`load_cuda_module`) is reported as such."""
     if not torch.cuda.is_available():
         return False, 'torch.cuda.is_available() is False (no GPU or CPU-only torch build)'
+    if _load_error is not None and sys.modules.get(_MODULE_NAME) is None:
+        return False, _load_error
     try:
         spec = importlib.util.find_spec(_MODULE_NAME)
     except (ImportError, ValueError) as e:
@@ -28,11 +35,19 @@ def cuda_module_status():
 
 
 def load_cuda_module():
-    """Import ``selective_scan_cuda``; returns ``(module or None, reason)``."""
+    """Import ``selective_scan_cuda``; returns ``(module or None, reason)``. A failure is remembered and not
+    retried (an import attempt costs 40-130 us per scan call) unless the module appears in ``sys.modules``."""
+    global _load_error
+    mod = sys.modules.get(_MODULE_NAME)
+    if mod is not None:
+        return mod, ''
+    if _load_error is not None:
+        return None, _load_error
     try:
         return importlib.import_module(_MODULE_NAME), ''
     except Exception as e:  # ImportError, or an OSError / undefined symbol from a mismatched build
-        return None, f'cannot import {_MODULE_NAME} ({type(e).__name__}: {e}); {_INSTALL_HINT}'
+        _load_error = f'cannot import {_MODULE_NAME} ({type(e).__name__}: {e}); {_INSTALL_HINT}'
+        return None, _load_error
 
 
 def _lastdim_contiguous(t):
@@ -71,7 +86,7 @@ class SelectiveScanCuda(torch.autograd.Function):
         out, x, *rest = mod.fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
         ctx.delta_softplus = delta_softplus
         ctx.has_z = z is not None
-        last_state = x[:, :, -1, 1::2]  # (batch, dim, dstate)
+        last_state = x[:, :, -1, 1::2].clone()  # (batch, dim, dstate); not a view of the saved x
         if z is None:
             ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, x)
             result = out

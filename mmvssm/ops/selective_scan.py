@@ -17,6 +17,7 @@ importable and the tensors are on the CPU; else ``torch``). ``selective_scan_cud
 CPU tensors.
 """
 import os
+import warnings
 
 import torch
 
@@ -135,11 +136,16 @@ def resolve_backend(backend=None, device=None):
     name = str(name).strip().lower()
     source = 'backend=' if backend is not None else f'{ENV_VAR}='
     if name == 'auto':
-        if _device_is_cuda(device) and load_cuda_module()[0] is not None:
+        fallback = 'cpu' if device.type == 'cpu' and load_cpu_extension()[0] is not None else 'torch'
+        if not _device_is_cuda(device):
+            return fallback
+        mod, reason = load_cuda_module()
+        if mod is not None:
             return 'cuda'
-        if device.type == 'cpu' and load_cpu_extension()[0] is not None:
-            return 'cpu'
-        return 'torch'
+        warnings.warn(f'selective_scan: CUDA tensors, but the "cuda" backend is unavailable: {reason}. Using the '
+                      f'much slower "{fallback}" backend ({ENV_VAR}={fallback} silences this).',
+                      RuntimeWarning, stacklevel=3)
+        return fallback
     if name not in BACKENDS:
         raise ValueError(f'selective_scan: unknown backend {source}{name!r}; choose one of {BACKENDS} or "auto"')
     if name == 'cuda':
@@ -184,8 +190,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
             ``d // (dim // G)``.
         D: optional (dim,) skip weight. z: optional (batch, dim, L) gate (output times ``silu(z)``).
         delta_bias: optional (dim,) added to delta. delta_softplus: apply softplus (threshold 20) to delta.
-        return_last_state: also return the final state (batch, dim, N), fp32 (fp64 for fp64 inputs),
-            without gradient.
+        return_last_state: also return the final state (batch, dim, N), fp32 (fp64 for fp64 inputs on the
+            cpu / torch / ref backends), without gradient.
         backend: 'cuda' | 'cpu' | 'torch' | 'ref' | 'auto' | None (env var ``MMVSSM_SCAN_BACKEND``, then auto).
 
     Computation: ``h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t`` from ``h_0 = 0``,
@@ -200,7 +206,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if u.device.type == 'cpu':
         map_math_constant_pages()  # every CPU backend timed in the same process state (see math_pages)
     fn = _FUNCTIONS[name]
-    extra = (torch.is_grad_enabled(),) if name in ('cpu', 'torch') else ()
+    # whether a backward can follow (the cpu / torch forwards then keep chunk states); always while tracing:
+    # the trace records the flag as a constant, and its graph may be checked or run under other grad modes
+    extra = (torch.is_grad_enabled() or torch.jit.is_tracing(),) if name in ('cpu', 'torch') else ()
     with no_autocast(u.device.type):
         out, last = fn.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), bool(return_last_state),
                              *extra)

@@ -172,11 +172,13 @@ def test_cuda_call_site(fake_cuda, grouped, with_z):
     ref_out, ref_last, _ = ground_truth(inp)
     assert_close(last, ref_last, 'last_state', **FP32_TOL)
     assert_close(out, ref_out, 'out', rtol=3e-2, atol=5e-2)
+    last.mul_(0)  # the caller's own tensor, not a view of the x saved for the backward
 
     out.float().sum().backward()
     (bargs,) = fake_cuda.bwd_calls
     assert len(bargs) == 14
     assert bargs[9] is not None and bargs[9].shape == (2, 8, 1, 8)  # x from fwd
+    assert_close(bargs[9][:, :, -1, 1::2], ref_last, 'saved x', **FP32_TOL)
     assert (bargs[10] is not None) == with_z  # pre-gate out only with z
     assert bargs[11] is None and bargs[12] is True and bargs[13] is False
     assert bargs[8].dtype == torch.bfloat16 and bargs[8].stride(-1) == 1
@@ -196,6 +198,59 @@ def test_cuda_backend_without_module_explains(monkeypatch):
     monkeypatch.delenv(ops.ENV_VAR, raising=False)
     assert ops.resolve_backend(None, 'cpu') != 'cuda'
     assert scan_cuda.cuda_module_status()[0] is False
+
+
+def test_cuda_import_failure_is_kept_and_auto_warns(monkeypatch):
+    """On CUDA tensors without a working selective_scan_cuda, automatic selection warns that it falls back to
+    the slow torch backend, and the failed import is not retried on every call; a module that appears later
+    in sys.modules is used."""
+    monkeypatch.setattr(scan_cuda, '_load_error', None)
+    monkeypatch.setitem(sys.modules, 'selective_scan_cuda', None)  # import -> ImportError
+    monkeypatch.setattr(ss_mod, '_device_is_cuda', lambda device: True)
+    monkeypatch.delenv(ops.ENV_VAR, raising=False)
+    fallback = 'cpu' if ops.available_backends()['cpu'][0] else 'torch'  # a real CUDA device: 'torch'
+    with pytest.warns(RuntimeWarning, match='"cuda" backend is unavailable.*much slower'):
+        assert ops.resolve_backend(None, 'cpu') == fallback
+
+    def no_retry(name):
+        raise AssertionError(f'import of {name} retried')
+    monkeypatch.setattr(scan_cuda.importlib, 'import_module', no_retry)
+    with pytest.warns(RuntimeWarning):
+        assert ops.resolve_backend(None, 'cpu') == fallback
+    with pytest.raises(ops.BackendUnavailableError, match=r'mmvssm\[cuda\]'):
+        ops.resolve_backend('cuda', 'cpu')
+    monkeypatch.setitem(sys.modules, 'selective_scan_cuda', _FakeCuda())
+    assert ops.resolve_backend(None, 'cpu') == 'cuda'
+
+
+# ---------------------------------------------------------------- tracing
+
+
+@pytest.mark.parametrize('backend', backend_params())
+def test_jit_trace_checked_and_traced_under_no_grad(backend):
+    """torch.jit.trace with its default check (which reruns the function) passes, and a module traced under
+    no_grad (as for deployment) still backpropagates. The dispatcher's grad-mode flag is a constant of the
+    traced graph: it used to differ between the trace and the check, and a no_grad trace saved nothing for
+    the backward."""
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.A_log = torch.nn.Parameter(torch.rand(8, 4))
+
+        def forward(self, u, B, C):
+            return selective_scan(u, u.sigmoid(), -self.A_log.exp(), B, C, delta_softplus=True, backend=backend)
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(1, 8, 16, generator=g), torch.randn(1, 4, 16, generator=g), torch.randn(1, 4, 16, generator=g))
+    m = M()
+    torch.jit.trace(m, x)  # check_trace=True
+    with torch.no_grad():
+        traced = torch.jit.trace(m, x)
+    traced(*x).sum().backward()
+    got = m.A_log.grad.clone()
+    m.A_log.grad = None
+    m(*x).sum().backward()
+    torch.testing.assert_close(got, m.A_log.grad)
 
 
 # ---------------------------------------------------------------- autocast / dtypes
