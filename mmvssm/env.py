@@ -1,7 +1,7 @@
 """Environment doctor: ``python -m mmvssm.env``.
 
-Prints the versions of the stack, which selective-scan backends work here, and one
-``WARN`` line (with the fix) for every known-bad combination. Exit code 0 unless ``--strict``
+Prints the versions of the stack, which selective-scan backends work here and which one a call picks
+(``MMVSSM_SCAN_BACKEND`` included), and one ``WARN`` line (with the fix) for every known-bad combination. Exit code 0 unless ``--strict``
 is given and a warning was printed.
 """
 import argparse
@@ -56,6 +56,42 @@ def scan_backends() -> Dict[str, Tuple[bool, str]]:
     return available_backends()
 
 
+def scan_env_problems(environ) -> List[str]:
+    """``WARN`` messages for the scan's environment variables (``MMVSSM_SCAN_BACKEND``, ``MMVSSM_TORCH_SOFTPLUS``)."""
+    from mmvssm.ops import BACKENDS, ENV_VAR
+    from mmvssm.ops.scan_torch import SOFTPLUS_ENV, SOFTPLUS_FORMULAS
+    warns = []
+    backend = (environ.get(ENV_VAR) or '').strip().lower()
+    if backend and backend not in BACKENDS + ('auto',):
+        warns.append(f'{ENV_VAR}={environ[ENV_VAR]!r} is not a backend: every selective_scan call raises. '
+                     f'Fix: unset it, or set one of {BACKENDS} or "auto"')
+    elif backend == 'ref':
+        warns.append(f'{ENV_VAR}=ref: every scan runs the sequential reference loop (100-1000x slower, for '
+                     'tests). Fix: unset it')
+    softplus = environ.get(SOFTPLUS_ENV, '')
+    if softplus and softplus not in SOFTPLUS_FORMULAS:
+        warns.append(f'{SOFTPLUS_ENV}={softplus!r} is not a formula: every torch-backend scan with softplus '
+                     f'raises. Fix: unset it (timed once per process), or set one of {SOFTPLUS_FORMULAS}')
+    return warns
+
+
+def scan_selection(cuda: bool) -> Dict[str, str]:
+    """The backend ``selective_scan`` picks for CPU (and CUDA) tensors here, or why it cannot pick one."""
+    import warnings
+    from mmvssm.ops import resolve_backend
+    out = {}
+    for device in ('cpu', 'cuda') if cuda else ('cpu',):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            try:
+                name = resolve_backend(None, device)
+            except (ValueError, RuntimeError) as e:
+                out[device] = f'none ({e})'
+                continue
+        out[device] = name + ''.join(f' (warning: {w.message})' for w in caught)
+    return out
+
+
 def known_problems(versions: Dict[str, Optional[str]], ops_ok: bool, ops_reason: str) -> List[str]:
     """One ``WARN`` message (problem + fix) per known-bad combination."""
     warns = []
@@ -106,13 +142,22 @@ def collect() -> dict:
         info['threads'] = torch.get_num_threads()
     except ImportError:
         info['cuda'] = False
+    info['warnings'] = known_problems(versions, ops_ok, ops_reason)
     try:
+        import os
+
         import mmvssm
+        from mmvssm.ops.scan_cuda import load_cuda_module
         info['mmvssm'] = mmvssm.__version__
         info['scan_backends'] = scan_backends()
+        if info['cuda'] and info['scan_backends']['cuda'][0]:  # found: does it import (a GPU machine)?
+            mod, reason = load_cuda_module()
+            if mod is None:
+                info['scan_backends']['cuda'] = (False, reason)
+        info['scan_selection'] = scan_selection(info['cuda'])
+        info['warnings'] += scan_env_problems(os.environ)
     except Exception as e:
         info['scan_backends'] = {'(error)': (False, f'{type(e).__name__}: {e}')}
-    info['warnings'] = known_problems(versions, ops_ok, ops_reason)
     info['notes'] = notes(versions)
     return info
 
@@ -129,8 +174,12 @@ def main(argv=None) -> int:
     ok, reason = info['mmcv_ops']
     print(f'mmcv ops: {"yes" if ok else "no"} ({reason})')
     print(f'CUDA available: {info["cuda"]}')
+    if 'threads' in info:
+        print(f'torch threads: {info["threads"]}')
     for name, (usable, why) in info['scan_backends'].items():
         print(f'selective_scan backend {name}: {"usable" if usable else "unavailable"} ({why})')
+    for device, name in info.get('scan_selection', {}).items():
+        print(f'selective_scan on {device.upper()} tensors runs: {name}')
     for n in info['notes']:
         print(f'NOTE: {n}')
     for w in info['warnings']:

@@ -3,7 +3,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-from mmvssm.env import known_problems
+from mmvssm.env import known_problems, scan_env_problems
 
 
 def test_doctor_runs_and_reports_versions():
@@ -19,6 +19,26 @@ def test_doctor_runs_and_reports_versions():
     assert 'mamba-ssm:' in out and 'mmcv ops:' in out
     assert 'selective_scan backend ref: usable' in out
     assert 'selective_scan backend cuda:' in out
+    assert 'selective_scan on CPU tensors runs: ' in out
+
+
+def test_scan_environment_variables_checked():
+    """A bad MMVSSM_SCAN_BACKEND / MMVSSM_TORCH_SOFTPLUS (every scan call would raise) or MMVSSM_SCAN_BACKEND=ref
+    (every scan on the slow loop) is a WARN with a fix; --strict then exits 1, and the pick is printed."""
+    assert scan_env_problems({}) == []
+    assert scan_env_problems({'MMVSSM_SCAN_BACKEND': ' Torch ', 'MMVSSM_TORCH_SOFTPLUS': 'exp-log'}) == []
+    for env, needle in (({'MMVSSM_SCAN_BACKEND': 'nope'}, 'is not a backend'),
+                        ({'MMVSSM_SCAN_BACKEND': 'ref'}, 'sequential reference loop'),
+                        ({'MMVSSM_TORCH_SOFTPLUS': 'fast'}, 'is not a formula')):
+        (w,) = scan_env_problems(env)
+        assert needle in w and 'Fix:' in w
+    import os
+    env = dict(os.environ, MMVSSM_SCAN_BACKEND='nope')
+    r = subprocess.run([sys.executable, '-m', 'mmvssm.env', '--strict'], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "WARN: MMVSSM_SCAN_BACKEND='nope'" in r.stdout
+    assert "selective_scan on CPU tensors runs: none (selective_scan: unknown backend" in r.stdout
 
 
 def test_known_bad_combinations_each_warn_with_a_fix():
