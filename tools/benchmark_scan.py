@@ -210,7 +210,7 @@ def _table(results, env):
     lines.append('|---|---|---|---:|---:|---:|---:|---:|---:|---:|')
     refs = {(r['case'], r['mode']): r['median'] for r in results if r['backend'] == 'ref' and 'error' not in r}
     for r in results:
-        desc = CASES[r['case']][6] if r['case'] in CASES else r['case']
+        desc = r['shape'][6] if r.get('shape') else CASES[r['case']][6] if r['case'] in CASES else r['case']
         if 'error' in r:
             lines.append(f"| {desc} | {r['mode']} | {r['backend']} | {r['error']} | | | | | | |")
             continue
@@ -226,8 +226,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--cases', nargs='+', default=list(CASES), choices=list(CASES))
     ap.add_argument('--modes', nargs='+', default=list(MODES), choices=MODES)
-    ap.add_argument('--backends', nargs='+', default=None,
-                    help='backends to time against ref (default: every available one on this device)')
+    ap.add_argument('--backends', nargs='+', default=None, choices=['cpu', 'torch', 'ref'],
+                    help='backends to time against ref, on CPU tensors (default: cpu, if built, and torch)')
     ap.add_argument('--min-time', type=float, default=2.0, help='seconds of timed runs per measurement')
     ap.add_argument('--min-reps', type=int, default=3)
     ap.add_argument('--threads', type=int, default=0, help='torch threads in the workers (0: default)')
@@ -240,6 +240,14 @@ def main(argv=None):
     ap.add_argument('--json', metavar='FILE', help='also write raw results as JSON')
     ap.add_argument('--worker', help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.min_reps < 1:
+        ap.error(f'--min-reps must be at least 1, got {args.min_reps}')
+    if args.min_time < 0 or args.threads < 0 or args.timeout <= 0:
+        ap.error('--min-time and --threads must be >= 0 and --timeout > 0')
+    for path in (args.markdown, args.json):  # found before the run, not after it
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if path and (os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK)):
+            ap.error(f'cannot write {path!r}: not a file in an existing, writable folder')
 
     if args.worker:
         print('RESULT ' + json.dumps(worker(json.loads(args.worker))), flush=True)
@@ -258,7 +266,9 @@ def main(argv=None):
                             threads=args.threads, allocator=args.allocator)
                 if args.quick:
                     bt, d, L, n, g, z, desc = CASES[case]
-                    spec['shape'] = (bt, d, max(L // 16, 1), n, g, z, desc)
+                    Lq = max(L // 16, 1)
+                    spec['shape'] = (bt, d, Lq, n, g, z, f'{desc.split(" (")[0]} --quick {(bt, d, Lq, n)}'
+                                     + (f' G={g}' if g else ''))
                 jobs.append(spec)
     prog = _progress(len(jobs))
     results = []
@@ -269,6 +279,9 @@ def main(argv=None):
             prog.advance()
     finally:
         prog.close()
+    threads = sorted({r['threads'] for r in results if 'threads' in r})  # what the workers ran with
+    if threads:
+        env['threads'] = threads[0] if len(threads) == 1 else '/'.join(map(str, threads))
     table = _table(results, env)
     print(table)
     if args.markdown:
