@@ -35,6 +35,8 @@ def check_image(x: torch.Tensor, in_chans: int, min_size: int, family: str) -> N
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f'{family} expects a (B, C, H, W) image tensor, got {shape}')
+    if x.shape[0] == 0:
+        raise ValueError(f'{family}: empty batch (input shape {tuple(x.shape)})')
     if x.shape[1] != in_chans:
         raise ValueError(f'{family} expects {in_chans} input channels, got {x.shape[1]} '
                          f'(input shape {tuple(x.shape)})')

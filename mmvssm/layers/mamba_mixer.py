@@ -50,9 +50,12 @@ def _order(direction: str, hw: Optional[Tuple[int, int]], seq_len: int,
            cls_index: Optional[int], device: torch.device
            ) -> Optional[Tuple[torch.Tensor, torch.Tensor, bool]]:
     """``(idx, inverse, is_flip)`` for a direction (cached per shape and device); None for
-    ``row``; ``is_flip`` for ``row_rev``, the plain reversal of the whole sequence."""
-    idx = _order_index(direction, hw, seq_len, cls_index, device)
-    return None if idx is None else (idx, torch.argsort(idx), direction == 'row_rev')
+    ``row``; ``is_flip`` for ``row_rev``, the plain reversal of the whole sequence. Built outside
+    inference mode even when first asked for inside it: a cached inference tensor could not be
+    saved for a later backward (index_select saves its index)."""
+    with torch.inference_mode(False):
+        idx = _order_index(direction, hw, seq_len, cls_index, device)
+        return None if idx is None else (idx, torch.argsort(idx), direction == 'row_rev')
 
 
 def _order_index(direction: str, hw: Optional[Tuple[int, int]], seq_len: int,

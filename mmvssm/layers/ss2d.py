@@ -59,6 +59,9 @@ class SS2D(nn.Module):
                  dt_min: float = 0.001, dt_max: float = 0.1, dt_init_floor: float = 1e-4,
                  dt_scale: float = 1.0):
         super().__init__()
+        if d_conv > 1 and d_conv % 2 == 0:
+            raise ValueError(f'SS2D: d_conv (ssm_conv) must be odd or <= 1, got {d_conv}: its padding '
+                             '(d_conv - 1) // 2 keeps the map size only for odd kernels')
         d_inner = int(ssm_ratio * d_model)
         dt_rank = math.ceil(d_model / 16) if dt_rank == 'auto' else int(dt_rank)
         self.d_model, self.d_inner, self.d_state, self.dt_rank = d_model, d_inner, d_state, dt_rank

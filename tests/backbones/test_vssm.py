@@ -245,6 +245,10 @@ def test_bad_inputs():
         model(torch.randn(3, 32))
     with pytest.raises(ValueError, match='smaller than one patch'):
         model(torch.randn(1, 3, 32, 2))
+    with pytest.raises(ValueError, match='empty batch'):
+        model(torch.randn(0, 3, 32, 32))
+    with pytest.raises(ValueError, match='d_conv .* must be odd'):
+        VSSM(dict(SMALL_ARCHS['v2'], ssm_conv=2))
     with pytest.raises(KeyError, match='unknown arch'):
         VSSM('huge')
     with pytest.raises(ValueError, match='forward_type'):

@@ -121,3 +121,17 @@ def test_inference_path_matches_reference(directions, expand, hw, cls_index):
         got = m(x, hw=hw, cls_index=cls_index)
         want = reference_forward(m.double(), x.double(), hw, cls_index).float()
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_train_step_after_inference_mode_pass():
+    """A first forward under torch.inference_mode caches the column orders' indices; a later training step at
+    the same grid size must still backpropagate (cached inference tensors cannot be saved for backward)."""
+    _order.cache_clear()
+    torch.manual_seed(0)
+    m = MambaMixer(16, d_state=4, expand=1, directions=ARM_ORDERS)
+    x = torch.randn(2, 4 * 5 + 1, 16)
+    with torch.inference_mode():
+        m(x, hw=(4, 5), cls_index=10)
+    out = m(x.clone().requires_grad_(True), hw=(4, 5), cls_index=10)
+    out.sum().backward()
+    assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
