@@ -1,11 +1,12 @@
 """Environment doctor: ``python -m mmvssm.env``.
 
 Prints the versions of the stack, which selective-scan backends work here and which one a call picks
-(``MMVSSM_SCAN_BACKEND`` included), and one ``WARN`` line (with the fix) for every known-bad combination. Exit code 0 unless ``--strict``
-is given and a warning was printed.
+(``MMVSSM_SCAN_BACKEND`` included), and one ``WARN`` line (with the fix) for every known-bad
+combination. Exit code 0 unless ``--strict`` is given and a warning was printed.
 """
 import argparse
 import importlib.util
+import os
 import platform
 import sys
 from importlib import metadata
@@ -144,8 +145,6 @@ def collect() -> dict:
         info['cuda'] = False
     info['warnings'] = known_problems(versions, ops_ok, ops_reason)
     try:
-        import os
-
         import mmvssm
         from mmvssm.ops.scan_cuda import load_cuda_module
         info['mmvssm'] = mmvssm.__version__

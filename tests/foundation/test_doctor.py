@@ -1,4 +1,5 @@
 """The doctor command reports versions, scan backends and known-bad combinations."""
+import os
 import subprocess
 import sys
 from importlib import metadata
@@ -32,7 +33,6 @@ def test_scan_environment_variables_checked():
                         ({'MMVSSM_TORCH_SOFTPLUS': 'fast'}, 'is not a formula')):
         (w,) = scan_env_problems(env)
         assert needle in w and 'Fix:' in w
-    import os
     env = dict(os.environ, MMVSSM_SCAN_BACKEND='nope')
     r = subprocess.run([sys.executable, '-m', 'mmvssm.env', '--strict'], capture_output=True, text=True,
                        timeout=300, env=env)

@@ -1,4 +1,8 @@
 """Shared helpers for the selective-scan tests: input factories, ground truth, tolerances."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -7,6 +11,20 @@ from mmvssm.ops import available_backends, selective_scan_ref_math
 FP32_TOL = dict(rtol=6e-4, atol=2e-3)
 BF16_TOL = dict(rtol=3e-2, atol=5e-2)
 GRAD_NAMES = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ISA_ENV = {'auto': {}, 'avx2': {'MMVSSM_NO_AVX512': '1'}}  # the cpu kernels' run-time choice, or AVX2 forced
+
+
+def run_isa_script(script, isa, path):
+    """Run ``script`` (argv: output path, this folder) in a fresh process with the ``isa`` kernels
+    (``ISA_ENV``); returns what it ``torch.save``d to ``path``."""
+    env = dict(os.environ, **ISA_ENV[isa])
+    res = subprocess.run([sys.executable, '-c', script, str(path), HERE], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return torch.load(path, weights_only=False)
 
 
 def backend_params(names=('cpu', 'torch', 'ref')):

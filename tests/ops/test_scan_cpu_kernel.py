@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from mmvssm.ops import available_backends, selective_scan
 
-from ops_scan_cases import FP32_TOL, assert_close, make_inputs
+from ops_scan_cases import FP32_TOL, assert_close, make_inputs, run_isa_script
 
 pytestmark = pytest.mark.skipif(not available_backends()['cpu'][0], reason='mmvssm._C is not built')
 
@@ -102,18 +102,7 @@ def test_avx512_and_avx2_kernels_agree(tmp_path):
     """The AVX-512 kernels (chosen at run time; 16 channels, N = 1: 16-step row blocks) and the
     AVX2 ones (``MMVSSM_NO_AVX512=1``; 8 channels, N = 1: 8-step blocks) compute the same forward
     and backward (each also passes the parity suite against fp64 on whichever this CPU runs)."""
-    import os
-    import subprocess
-    import sys
-    here = os.path.dirname(os.path.abspath(__file__))
-    results = {}
-    for name, extra in (('auto', {}), ('avx2', {'MMVSSM_NO_AVX512': '1'})):
-        path = tmp_path / f'{name}.pt'
-        env = dict(os.environ, **extra)
-        res = subprocess.run([sys.executable, '-c', _ISA_SCRIPT, str(path), here], env=env,
-                             capture_output=True, text=True, timeout=300)
-        assert res.returncode == 0, res.stderr[-3000:]
-        results[name] = torch.load(path)
+    results = {isa: run_isa_script(_ISA_SCRIPT, isa, tmp_path / f'{isa}.pt') for isa in ('auto', 'avx2')}
     assert results['avx2']['avx512'] is False
     if not results['auto']['avx512']:
         pytest.skip('this CPU has no AVX-512: only the AVX2 kernels run here')

@@ -2,18 +2,13 @@
 (and right) where the sequential scan is finite. The ``cpu`` backend runs in a subprocess per instruction
 set (AVX-512 where the CPU has it, AVX2 with ``MMVSSM_NO_AVX512=1``), each on its three kernels: the
 channel-vector one (N > 1), the N = 1 row kernel and the scalar tail (channels left over)."""
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from mmvssm.ops import available_backends, selective_scan
 
-from ops_scan_cases import FP32_TOL, assert_close, backend_params, make_inputs
+from ops_scan_cases import FP32_TOL, assert_close, backend_params, make_inputs, run_isa_script
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 KERNELS = (('vector', 16, 4), ('n1', 8, 1), ('tail', 3, 4))  # name, channels, N
 # input -> whether a NaN there reaches the state (and so the last state) of its channel
 NAN_INPUTS = (('A', True), ('delta', True), ('delta_bias', True), ('u', True), ('B', True), ('C', False),
@@ -121,12 +116,7 @@ def test_cpu_kernels_nan_and_extremes(isa, tmp_path):
     when it reaches the state, and in its gradient; a gate or softplus input of -100 / -300 stays finite. On
     the AVX-512 kernels this caught a clamp that turned NaN into 2^-126 (a NaN decay or step treated as none)
     and a sigmoid that gave NaN below -88.7 (1 / inf in rcp's Newton step)."""
-    path = tmp_path / 'res.pt'
-    env = dict(os.environ, **({'MMVSSM_NO_AVX512': '1'} if isa == 'avx2' else {}))
-    proc = subprocess.run([sys.executable, '-c', _SCRIPT, str(path), HERE], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = torch.load(path, weights_only=False)
+    res = run_isa_script(_SCRIPT, isa, tmp_path / 'res.pt')
     if isa == 'avx2':
         assert res['avx512'] is False
     _check_nan(res['nan'], f'cpu ({isa}, avx512={res["avx512"]})')
