@@ -13,7 +13,8 @@
 #   embeddings without weight decay).
 # Deviations (and why): Mask R-CNN with mmdet's standard heads instead of Cascade Mask R-CNN with
 # ViTDet's LN conv heads (one protocol for all families); 12 epochs, batch 16, single-scale
-# (1333, 800) instead of LSJ 1024 for 100 epochs at batch 64 (the 1x protocol); no AMP in the
+# (1333, 800) instead of LSJ 1024 for 100 epochs at batch 64 (the 1x protocol), with the official
+# lr 1e-4 kept at batch 16 (the 1x protocol's lr), not scaled down to 2.5e-5; no AMP in the
 # config (CPU-runnable; ``--amp`` on GPUs).
 _base_ = ['../_base_/det/mask_rcnn_fpn_1x_coco.py']
 

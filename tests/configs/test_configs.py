@@ -42,7 +42,7 @@ FAMILIES = {'vim': 'Vim', 'vssm': 'VSSM', 'mambaout': 'MambaOut', 'arm': 'ARM'}
 
 # The published recipe of each config (research/anchors.md): optimizer lr / weight decay,
 # layer-wise lr decay (None: none), drop path, images per GPU (x 8 GPUs = 16), epochs or
-# iterations, and the backbone arch.
+# iterations, the backbone arch, and (plain backbones in seg) the blocks whose maps are used.
 _DET_1X = dict(lr=1e-4, wd=0.05, ld=None, batch=2, epochs=12)
 _SEG_VSSM = dict(lr=6e-5, wd=0.01, ld=None, batch=2, iters=160000)
 RECIPES = {
@@ -63,10 +63,13 @@ RECIPES = {
     'seg/upernet_mambaout_t_ade20k.py': dict(_SEG_VSSM, lr=1e-4, dp=0.3, arch='tiny'),
     'seg/upernet_mambaout_s_ade20k.py': dict(_SEG_VSSM, lr=1e-4, dp=0.4, arch='small'),
     'seg/upernet_mambaout_b_ade20k.py': dict(_SEG_VSSM, lr=1e-4, dp=0.6, arch='base'),
-    'seg/upernet_vim_t_ade20k.py': dict(_SEG_VSSM, ld=0.92, dp=0.1, arch='tiny'),
-    'seg/upernet_vim_s_ade20k.py': dict(_SEG_VSSM, ld=0.95, dp=0.1, arch='small'),
+    'seg/upernet_vim_t_ade20k.py': dict(_SEG_VSSM, ld=0.92, dp=0.1, arch='tiny',
+                                        out=(5, 11, 17, 23)),
+    'seg/upernet_vim_s_ade20k.py': dict(_SEG_VSSM, ld=0.95, dp=0.1, arch='small',
+                                        out=(5, 11, 17, 23)),
+    # mmseg's MAE / BEiT UperNet configs for ViT-B
     'seg/upernet_arm_b_ade20k.py': dict(_SEG_VSSM, lr=1e-4, wd=0.05, ld=0.65, dp=0.1,
-                                        arch='base'),
+                                        arch='base', out=(3, 5, 7, 11)),
 }
 
 
@@ -140,7 +143,11 @@ def test_config_loads_with_recipe_and_no_stale_keys(rel):
     else:
         assert cfg.optim_wrapper.constructor == 'MambaLayerDecayOptimWrapperConstructor'
         assert pw == dict(layer_decay_rate=r['ld'])
+    if 'out' in r:
+        assert tuple(bb.out_indices) == r['out']
     assert cfg.train_dataloader.batch_size == r['batch']
+    # --auto-scale-lr works with every config: the published total batch is 8 GPUs x batch
+    assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=8 * r['batch'])
     assert cfg.optim_wrapper.type == 'OptimWrapper'  # fp32; --amp switches on GPUs
     if task == 'det':
         assert cfg.train_cfg.max_epochs == r['epochs']

@@ -37,7 +37,11 @@ param_scheduler = [
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    # As published: substring match, so every norm (LayerNorm, out-norms, RMSNorm) is exempt.
+    # As VMamba's released configs: a substring match on 'norm', so only parameters whose names
+    # contain it (the blocks' and out-norms' LayerNorms) get no weight decay; biases, VSSM's
+    # A_logs / Ds (flagged _no_weight_decay, which mmengine ignores) and the stem's and
+    # downsamples' LayerNorm2d (patch_embed.2 / .7, downsample.3) get it, as in those runs.
+    # MambaLayerDecayOptimWrapperConstructor (the Vim / ARM configs) exempts all of them.
     paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}))
 
 # 8 GPUs x 2 images (the mmdet base's batch_size=2); scale lr linearly with --auto-scale-lr.

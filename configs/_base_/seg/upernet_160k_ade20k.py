@@ -43,15 +43,20 @@ optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
-    # As published: substring match, so every norm (LayerNorm, out-norms, RMSNorm) is exempt.
+    # As VMamba's released configs: a substring match on 'norm', so only parameters whose names
+    # contain it (the blocks' and out-norms' LayerNorms) get no weight decay; biases, VSSM's
+    # A_logs / Ds (flagged _no_weight_decay, which mmengine ignores) and the stem's and
+    # downsamples' LayerNorm2d (patch_embed.2 / .7, downsample.3) get it, as in those runs.
+    # MambaLayerDecayOptimWrapperConstructor (the Vim / ARM configs) exempts all of them.
     paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
 ]
 
-# 8 GPUs x 2 images = 16 (the mmseg base has 4 per GPU).
+# 8 GPUs x 2 images = 16 (the mmseg base has 4 per GPU); scale lr linearly with --auto-scale-lr.
 train_dataloader = dict(batch_size=2)
+auto_scale_lr = dict(enable=False, base_batch_size=16)
 val_dataloader = dict(batch_size=1)
 test_dataloader = val_dataloader
 
