@@ -55,7 +55,8 @@ def convert(src: str, dst: str, family: Optional[str] = None, arch=None, name: O
     report = backbone.load_official(src, key=key)
     meta = dict(family=family, backbone=cls.__name__, arch=arch, source=os.path.basename(src),
                 zoo_name=name, allowed_missing=report['missing'],
-                dropped=report['unexpected'],
+                dropped=report['unexpected'], initialised=report['initialised'],
+                resized={k: [list(a), list(b)] for k, (a, b) in report['resized'].items()},
                 note='random-init (identity) output norms' if report['missing'] else '')
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     torch.save({'state_dict': backbone.state_dict(), 'meta': meta}, dst)
@@ -76,7 +77,7 @@ def main(argv=None):
     report = convert(args.src, args.dst, args.family, args.arch, args.name, args.key)
     print(f'saved {args.dst}; dropped {len(report["unexpected"])} keys '
           f'{report["unexpected"][:6]}; not in the source (kept as initialised): '
-          f'{report["missing"]}')
+          f'{report["missing"] + report["initialised"]}; resized: {report["resized"]}')
 
 
 if __name__ == '__main__':

@@ -88,19 +88,28 @@ class BaseBackbone(nn.Module):
         Args:
             checkpoint: a path/URL, or an already loaded checkpoint object.
             key: top-level key (``model``, ``model_ema``, ``state_dict``); auto when None.
-            prefix: keep only keys under this prefix (e.g. ``'backbone.'`` of a det/seg checkpoint).
+            prefix: keep only keys under this prefix (e.g. ``'backbone'`` or ``'backbone.'`` of a
+                det/seg checkpoint; the dot is added as mmengine's ``PretrainedInit`` does).
         """
         source = checkpoint if isinstance(checkpoint, str) else 'checkpoint'
         obj = load_checkpoint_file(checkpoint) if isinstance(checkpoint, str) else checkpoint
         sd, used = extract_state_dict(obj, key)
         if prefix:
+            prefix = prefix if prefix.endswith('.') else prefix + '.'
+            sd = strip_prefixes(sd, ('module.',))  # DDP-wrapped: module.backbone.*
             sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
             if not sd:
                 raise ValueError(f'{source}: no key starts with prefix {prefix!r}')
-        sd = strip_prefixes(sd)
-        sd = self.adapt_state_dict(self.convert_official(sd))
+        converted = self.convert_official(strip_prefixes(sd))
+        sd = self.adapt_state_dict(converted)
+        # what adapt_state_dict filled in from the model (ARM pretraining: cls_token, norm_f)
+        # or resized (pos_embed), reported and logged with the load
+        adapted = dict(
+            initialised=sorted(k for k in sd if k not in converted),
+            resized={k: (tuple(converted[k].shape), tuple(sd[k].shape)) for k in sd
+                     if k in converted and converted[k].shape != sd[k].shape})
         return load_state_dict_strict(self, sd, self.ALLOWED_MISSING, self.ALLOWED_UNEXPECTED,
-                                      source=f'{source} [{used}]', logger=logger)
+                                      source=f'{source} [{used}]', logger=logger, adapted=adapted)
 
     def init_weights(self):
         """Random init (``_init_weights`` of the subclass), then ``Pretrained`` loading if configured."""

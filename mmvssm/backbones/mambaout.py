@@ -69,8 +69,9 @@ class MambaOut(StagedBackbone):
 
     #: A classification checkpoint has no stage-output norms.
     ALLOWED_MISSING = ('out_norms.*',)
-    #: The classifier (post-pool norm + MLP head) is dropped.
-    ALLOWED_UNEXPECTED = ('head.*',)
+    #: The classifier (post-pool norm + MLP head) is dropped, and so are the output norms of
+    #: stages this model does not return (a det/seg checkpoint with other ``out_indices``).
+    ALLOWED_UNEXPECTED = ('head.*', 'out_norms.*')
 
     def __init__(self, arch='tiny', depths=None, dims=None, expansion_ratio=None, kernel_size=None,
                  conv_ratio=None, in_chans: int = 3, out_indices: Sequence[int] = (0, 1, 2, 3),

@@ -322,9 +322,9 @@ class Vim(PlainMiddleClsBackbone):
         unexpected, ``pos_embed`` is resized by :meth:`adapt_state_dict`; RoPE checkpoints are
         refused rather than loaded without their rotary embedding)."""
         family_guard(state_dict, cls.FAMILY, {
-            r'mixer\.A_c_log|\.mlp\.w1\.|\.norm1\.': 'ARM',
+            r'^downsample_layers\.|^stages\.|^stem\.': 'MambaOut',
+            r'mixer\.A_c_log|^layers\.\d+\.mlp\.w1\.|^layers\.\d+\.norm1\.': 'ARM',
             r'^layers\.\d+\.blocks\.|^classifier\.': 'VMamba',
-            r'^downsample_layers\.|^stages\.': 'MambaOut',
             r'^blocks\.\d+\.attn\.': 'ViT/DeiT'})
         if any(k.startswith('rope.') for k in state_dict):
             raise CheckpointMismatchError(

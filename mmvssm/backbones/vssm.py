@@ -106,8 +106,9 @@ class VSSM(StagedBackbone):
 
     #: A classification checkpoint has no stage-output norms (``Backbone_VSSM`` adds them).
     ALLOWED_MISSING = ('outnorm*',)
-    #: The classifier (norm + head) is dropped.
-    ALLOWED_UNEXPECTED = ('classifier.*',)
+    #: The classifier (norm + head) is dropped, and so are the output norms of stages this
+    #: model does not return (a det/seg checkpoint with other ``out_indices``).
+    ALLOWED_UNEXPECTED = ('classifier.*', 'outnorm*')
 
     def __init__(self, arch='tiny', depths=None, dims=None, d_state=None, ssm_ratio=None,
                  dt_rank=None, ssm_conv=None, ssm_conv_bias=None, ssm_gate=None, mlp_ratio=None,

@@ -3,8 +3,9 @@
 Vim and ARM store ``pos_embed`` as ``[1, M + 1, D]`` for an ``s x s`` pretraining grid
 (``M = s*s``) with the cls token's position at index ``M // 2`` (98 for 14x14), not 0.
 Resizing therefore takes the cls entry out at ``M // 2``, resizes the ``M`` grid entries
-bicubically (timm's :func:`resample_abs_pos_embed`) and, when a full embedding is wanted,
-puts the cls entry back at ``M' // 2`` of the new grid.
+bicubically without antialiasing (timm's :func:`resample_abs_pos_embed`, i.e. the official
+``interpolate_pos_embed``'s ``F.interpolate(bicubic, align_corners=False)``) and, when a full
+embedding is wanted, puts the cls entry back at ``M' // 2`` of the new grid.
 """
 import math
 from collections import OrderedDict
@@ -44,12 +45,14 @@ def join_middle_cls(cls_pos: Optional[torch.Tensor], patch_pos: torch.Tensor) ->
 
 def resize_grid_pos_embed(patch_pos: torch.Tensor, old_hw: Sequence[int],
                           new_hw: Sequence[int]) -> torch.Tensor:
-    """Bicubic resize of ``[1, h*w, D]`` grid embeddings (no prefix tokens), any aspect ratio."""
+    """Bicubic resize of ``[1, h*w, D]`` grid embeddings (no prefix tokens), any aspect ratio,
+    without antialiasing: what the official Vim / ARM ``interpolate_pos_embed`` and ViTDet's
+    ``get_abs_pos`` compute (timm antialiases by default, which differs when shrinking)."""
     old_hw, new_hw = tuple(int(v) for v in old_hw), tuple(int(v) for v in new_hw)
     if old_hw == new_hw:
         return patch_pos
     return resample_abs_pos_embed(patch_pos, list(new_hw), old_size=list(old_hw),
-                                  num_prefix_tokens=0)
+                                  num_prefix_tokens=0, antialias=False)
 
 
 def resize_middle_cls_pos_embed(pos_embed: torch.Tensor, new_hw: Sequence[int],

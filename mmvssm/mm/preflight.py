@@ -205,6 +205,7 @@ def _check_evaluator(key: str, ev) -> List[str]:
 def _check_checkpoint(key: str, path) -> List[str]:
     if not path or not isinstance(path, str) or _is_remote(path):
         return []
+    path = osp.expanduser(path)  # as mmengine's and mmvssm's loaders
     if not osp.isfile(path):
         return [f'{key}: checkpoint not found: {_abs(path)}']
     if osp.getsize(path) == 0:

@@ -156,6 +156,9 @@ def test_loads_pretraining_checkpoint_like_arm_finetuning():
     sd = _fake_pretrain_checkpoint(model, grid=3)  # 3x3 pretraining grid, no cls
     report = model.load_official({'model': sd})
     assert report['missing'] == [] and report['unexpected'] == []
+    # what the pretraining file lacks keeps the model's init, and the load says so
+    assert report['initialised'] == ['cls_token', 'norm_f.bias', 'norm_f.weight']
+    assert report['resized'] == {'pos_embed': ((1, 10, 32), (1, 17, 32))}
     own = model.state_dict()
     for i in range(2):
         p = f'layers.{i}.mixer.'

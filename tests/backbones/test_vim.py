@@ -121,7 +121,7 @@ def test_load_resizes_pos_embed_keeping_middle_cls():
     assert model.pos_embed.shape == (1, 17, 64)
     torch.testing.assert_close(model.pos_embed[:, 8], old[:, 24])  # cls at M//2 on both sides
     grid = torch.cat([old[:, :24], old[:, 25:]], 1).reshape(1, 7, 7, 64).permute(0, 3, 1, 2)
-    ref = F.interpolate(grid, size=(4, 4), mode='bicubic', antialias=True, align_corners=False)
+    ref = F.interpolate(grid, size=(4, 4), mode='bicubic', align_corners=False)
     ref = ref.permute(0, 2, 3, 1).reshape(1, 16, 64)
     ours = torch.cat([model.pos_embed[:, :8], model.pos_embed[:, 9:]], 1)
     torch.testing.assert_close(ours, ref)
@@ -216,7 +216,7 @@ def test_online_pos_embed_resize_non_square():
     cls_pos, grid_pos = model._grid_pos_embed((3, 5))
     torch.testing.assert_close(cls_pos, pe[:, 8:9])
     grid = torch.cat([pe[:, :8], pe[:, 9:]], 1).reshape(1, 4, 4, 32).permute(0, 3, 1, 2)
-    ref = F.interpolate(grid, size=(3, 5), mode='bicubic', antialias=True, align_corners=False)
+    ref = F.interpolate(grid, size=(3, 5), mode='bicubic', align_corners=False)
     torch.testing.assert_close(grid_pos, ref.permute(0, 2, 3, 1).reshape(1, 15, 32))
     same = model._grid_pos_embed((4, 4))[1]  # the stored grid: no resampling
     torch.testing.assert_close(same, torch.cat([pe[:, :8], pe[:, 9:]], 1), rtol=0, atol=0)
@@ -289,6 +289,10 @@ def test_wrong_checkpoint_family_and_size():
     arm = ARM('base', embed_dim=32, depth=2, d_state=8).state_dict()
     with pytest.raises(CheckpointMismatchError, match='checkpoint is not Vim: it looks like ARM'):
         model.load_official(arm)
+    from mmvssm.backbones.mambaout import MambaOut
+    mambaout = MambaOut('femto', depths=[1, 1, 1, 1]).state_dict()  # timm names: stem.*, stages.*
+    with pytest.raises(CheckpointMismatchError, match='it looks like MambaOut'):
+        model.load_official(mambaout)
     wider = Vim('tiny', embed_dim=48, depth=2, d_state=8).state_dict()
     with pytest.raises(CheckpointMismatchError, match='shape mismatch'):
         model.load_official(wider)

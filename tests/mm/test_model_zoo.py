@@ -157,6 +157,7 @@ def test_convert_checkpoint_cli(tmp_path, family, fixture, wrap):
         else:  # only the det/seg output norms are not in a classification file
             assert k in out['meta']['allowed_missing'] and 'norm' in k
     assert all(k.startswith(('head.', 'classifier.')) for k in out['meta']['dropped'])
+    assert out['meta']['initialised'] == [] and out['meta']['resized'] == {}
     # the converted file loads strictly through init_cfg
     again = cls(arch=arch, init_cfg=dict(type='Pretrained', checkpoint=str(dst)))
     again.init_weights()
@@ -191,3 +192,18 @@ def test_convert_by_zoo_name(tmp_path, capsys):
     for k, v in sd.items():
         if not k.startswith('head.'):
             torch.testing.assert_close(out['state_dict'][k], v, rtol=0, atol=0)
+
+
+def test_convert_records_a_resized_position_grid(tmp_path, capsys):
+    """A checkpoint whose grid differs from the arch's (e.g. a stride-8 file converted as a
+    stride-16 arch) converts, and the meta and the printout say what was resized."""
+    import json
+    Vim = backbone('vim')
+    arch = dict(embed_dim=32, depth=2, d_state=8, patch_size=16, stride=16, expand=2)
+    src, dst = tmp_path / 'vim.pth', tmp_path / 'vim_mmvssm.pth'
+    torch.save({'model': Vim(arch=dict(arch, img_size=96)).state_dict()}, src)  # 6x6 grid
+    load_tool('convert_checkpoint').main([str(src), str(dst), '--family', 'vim',
+                                          '--arch', json.dumps(dict(arch, img_size=64))])
+    assert "resized: {'pos_embed': ((1, 37, 32), (1, 17, 32))}" in capsys.readouterr().out
+    meta = torch.load(dst, weights_only=True)['meta']
+    assert meta['resized'] == {'pos_embed': [[1, 37, 32], [1, 17, 32]]}
