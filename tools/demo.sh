@@ -5,9 +5,10 @@
 #      tools/test.py (mIoU), paint predictions on validation images with tools/infer.py;
 #   3. detection: train Mask R-CNN + Vim-T (demo size), evaluate it (COCO bbox / segm mAP);
 #   4. print a summary of the metrics and where the outputs are.
-# Environment: PY (default .venv/bin/python), WORK_DIR (default work_dirs/demo), DATA (data/toy),
+# Environment: PY (default .venv/bin/python), WORK_DIR (default work_dirs/demo),
 # DEMO_SKIP_DET=1 to run the segmentation part only, DEMO_FAST=1 for a smoke run (few iterations).
-# Each run's work dir is replaced, so the demo can be repeated.
+# Each run's work dir is replaced, so the demo can be repeated. The data is always data/toy: the
+# demo configs name it.
 # Cost (measured 2026-11, toy data, one thread): ~345 CPU-seconds in all (seg train 320 it. +
 # test + 6 paintings, det train 200 it. + test); ~6 min on one idle core, less on two. Reached:
 # seg mIoU ~48.7 (sky/grass/road learnt; car/person not yet), det box mAP@0.5 ~0.01 (Mask R-CNN
@@ -17,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 PY=${PY:-.venv/bin/python}
 WORK_DIR=${WORK_DIR:-work_dirs/demo}
-DATA=${DATA:-data/toy}
+DATA=data/toy  # what the demo configs read
 SEG_CFG=configs/seg/demo/upernet_vim_t_toy_ade.py
 DET_CFG=configs/det/demo/mask_rcnn_vim_t_fpn_toy_coco.py
 SEG_DIR=$WORK_DIR/seg_upernet_vim_t

@@ -6,7 +6,8 @@
 Writes ``<out>/coco`` (COCO 2017 layout) and ``<out>/ade/ADEChallengeData2016``
 (ADE20K layout); see ``mmvssm/datasets/toy.py`` for what is in them. Skips a
 dataset whose ``toy_manifest.json`` matches (generator version, seed, counts)
-unless ``--force``.
+unless ``--force``. A folder holding files but no toy manifest (a real dataset) is never
+replaced: exit status 2 with the reason.
 """
 import argparse
 import importlib.util
@@ -63,7 +64,8 @@ def main(argv=None) -> int:
                         help='validation images per dataset (default 30)')
     parser.add_argument('--only', choices=['coco', 'ade'], default=None)
     parser.add_argument('--force', action='store_true',
-                        help='regenerate even when the manifest matches')
+                        help='regenerate even when the manifest matches (never replaces a '
+                             'folder without a toy manifest, such as a real dataset)')
     args = parser.parse_args(argv)
 
     toy = _load_toy()
@@ -72,8 +74,12 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     for kind, fn in (('coco', toy.make_coco), ('ade', toy.make_ade)):
         if args.only in (None, kind):
-            res = fn(args.out, seed=args.seed, num_train=num_train,
-                     num_val=num_val, force=args.force)
+            try:
+                res = fn(args.out, seed=args.seed, num_train=num_train,
+                         num_val=num_val, force=args.force)
+            except FileExistsError as e:
+                print(f'make_toy_data: {e}', file=sys.stderr)
+                return 2
             print(_describe(res), flush=True)
     print(f'total {time.perf_counter() - t0:.2f} s (seed {args.seed}, '
           f'generator v{toy.GENERATOR_VERSION})')

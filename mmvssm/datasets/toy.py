@@ -218,13 +218,43 @@ def _manifest(kind: str, seed: int, num_train: int, num_val: int) -> Dict:
                 num_val=int(num_val))
 
 
-def _manifest_matches(path: str, expected: Dict) -> bool:
+def _read_manifest(path: str) -> Dict:
     try:
         with open(path) as f:
             got = json.load(f)
     except (OSError, ValueError):
-        return False
-    return all(got.get(k) == v for k, v in expected.items())
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
+def _manifest_matches(path: str, expected: Dict) -> bool:
+    """A finished generation (its ``stats`` written last) with these settings."""
+    got = _read_manifest(path)
+    return 'stats' in got and all(got.get(k) == v for k, v in expected.items())
+
+
+def _replace(man_path: str, paths, expected: Dict) -> None:
+    """Remove ``paths`` (an earlier generation) and mark the folder as being written.
+
+    Refuses (``FileExistsError``) when one of them holds anything and ``man_path`` is not this
+    generator's manifest: the folder may hold the real COCO / ADE20K (``data/coco`` is where
+    mmdet expects it), and ``--force`` does not change that. The manifest is written first,
+    without ``stats``, so an interrupted generation is regenerated, not refused, next time.
+    """
+    present = [p for p in paths if osp.isfile(p) or (osp.isdir(p) and os.listdir(p))]
+    if present and _read_manifest(man_path).get('generator') != GENERATOR_NAME:
+        raise FileExistsError(
+            f'refusing to replace {present}: {man_path} is not a manifest of '
+            f'{GENERATOR_NAME}, so they may be a real dataset. Write the toy data to another '
+            'folder (e.g. --out data/toy), or move them away yourself.')
+    for p in paths:
+        if osp.isdir(p):
+            shutil.rmtree(p)
+        elif osp.exists(p):
+            os.remove(p)
+    os.makedirs(osp.dirname(man_path), exist_ok=True)
+    with open(man_path, 'w') as f:
+        json.dump(expected, f, indent=1)
 
 
 def _check_args(seed: int, num_train: int, num_val: int) -> None:
@@ -501,7 +531,8 @@ def make_coco(root: str, seed: int = 0, num_train: int = DEFAULT_NUM_TRAIN,
 
     Skips (``result['skipped'] = True``) when ``<root>/coco/toy_manifest.json``
     matches (generator version, seed, counts) and the files are there, unless
-    ``force``. Returns a summary: ``data_root``, ``ann_files``, ``stats``,
+    ``force``. Never replaces files without this generator's manifest next to them
+    (``FileExistsError``: they may be the real COCO). Returns a summary: ``data_root``, ``ann_files``, ``stats``,
     ``seconds``, ``skipped``. Use with mmdet's ``CocoDataset(data_root=...,
     ann_file='annotations/instances_val2017.json',
     data_prefix=dict(img='val2017/'), metainfo=COCO_TOY_METAINFO)``.
@@ -522,12 +553,8 @@ def make_coco(root: str, seed: int = 0, num_train: int = DEFAULT_NUM_TRAIN,
         return dict(kind='coco', data_root=data_root, ann_files=ann_files,
                     stats=stats, skipped=True,
                     seconds=time.perf_counter() - t0)
-    for sub in ('train2017', 'val2017', 'annotations', MANIFEST):
-        p = osp.join(data_root, sub)
-        if osp.isdir(p):
-            shutil.rmtree(p)
-        elif osp.exists(p):
-            os.remove(p)
+    _replace(man_path, [osp.join(data_root, sub)
+                        for sub in ('train2017', 'val2017', 'annotations')], expected)
     os.makedirs(osp.join(data_root, 'annotations'))
     stats = {}
     for split, d in COCO_SPLITS:
@@ -811,10 +838,7 @@ def make_ade(root: str, seed: int = 0, num_train: int = DEFAULT_NUM_TRAIN,
             stats = json.load(f).get('stats', {})
         return dict(kind='ade', data_root=data_root, stats=stats, skipped=True,
                     seconds=time.perf_counter() - t0)
-    if osp.isdir(data_root):
-        shutil.rmtree(data_root)
-    if osp.exists(man_path):
-        os.remove(man_path)
+    _replace(man_path, [data_root], expected)
     stats = {}
     for split, d in ADE_SPLITS:
         img_dir = osp.join(data_root, 'images', d)

@@ -133,6 +133,38 @@ def test_manifest_skip_and_force(tmp_path):
         make_ade(root, seed=-1)
 
 
+def test_real_datasets_are_never_replaced(tmp_path):
+    """A folder with data but no toy manifest (e.g. the real COCO in data/coco) is refused,
+    --force included; an interrupted toy generation is regenerated."""
+    root = str(tmp_path)
+    real_img = tmp_path / 'coco' / 'train2017' / 'real.jpg'
+    real_img.parent.mkdir(parents=True)
+    real_img.write_bytes(b'real')
+    for force in (False, True):
+        with pytest.raises(FileExistsError, match='real dataset'):
+            make_coco(root, num_train=1, num_val=1, force=force)
+    assert real_img.read_bytes() == b'real'
+    real_ann = tmp_path / 'ade' / 'ADEChallengeData2016' / 'annotations' / 'training' / 'a.png'
+    real_ann.parent.mkdir(parents=True)
+    real_ann.write_bytes(b'real')
+    with pytest.raises(FileExistsError, match='real dataset'):
+        make_ade(root, num_train=1, num_val=1, force=True)
+    assert real_ann.read_bytes() == b'real'
+    cli = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'make_toy_data.py'), '--out',
+                          root, '--only', 'coco', '--force'], capture_output=True, text=True)
+    assert cli.returncode == 2 and 'real dataset' in cli.stderr and real_img.exists()
+    assert 'Traceback' not in cli.stderr
+    # an interrupted generation (manifest without stats, files missing) is ours: regenerated
+    other = tmp_path / 'toy'
+    make_coco(str(other), num_train=2, num_val=1)
+    man = other / 'coco' / 'toy_manifest.json'
+    partial = json.load(open(man))
+    del partial['stats']
+    json.dump(partial, open(man, 'w'))
+    assert not make_coco(str(other), num_train=2, num_val=1)['skipped']
+    assert make_coco(str(other), num_train=2, num_val=1)['skipped']
+
+
 def test_cli(tmp_path):
     cmd = [sys.executable, osp.join(REPO, 'tools', 'make_toy_data.py'), '--out',
            str(tmp_path), '--num-train', '2', '--num-val', '1', '--seed', '5']
