@@ -3,13 +3,27 @@
 #   dist_run GPUS SCRIPT [ARGS...]
 # runs tools/SCRIPT ARGS... in GPUS processes per node with torch.distributed.run, with the
 # repository root on PYTHONPATH. Environment (defaults): NNODES (1), NODE_RANK (0),
-# MASTER_ADDR (127.0.0.1), PORT (29500), PYTHON (python).
+# MASTER_ADDR (127.0.0.1), PORT (29500), PYTHON (the repository's .venv/bin/python when it
+# exists, as tools/demo.sh and the Makefile, else python).
+dist_python() {
+    local venv
+    venv="$(dirname "${BASH_SOURCE[0]}")/../.venv/bin/python"
+    if [ -n "${PYTHON:-}" ]; then
+        echo "$PYTHON"
+    elif [ -x "$venv" ]; then
+        echo "$venv"
+    else
+        echo python
+    fi
+}
+
 dist_run() {
-    local gpus=$1 script=$2 tools
+    local gpus=$1 script=$2 tools python
     shift 2
     tools=$(dirname "${BASH_SOURCE[0]}")
+    python=$(dist_python)
     PYTHONPATH="$tools/..":$PYTHONPATH \
-    "${PYTHON:-python}" -m torch.distributed.run \
+    "$python" -m torch.distributed.run \
         --nnodes="${NNODES:-1}" \
         --node_rank="${NODE_RANK:-0}" \
         --master_addr="${MASTER_ADDR:-127.0.0.1}" \

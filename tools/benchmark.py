@@ -914,6 +914,7 @@ def profile_cases(args, cases: List[dict]) -> str:
 
 
 def parse_args(argv=None):
+    from mmengine.config import DictAction
     p = argparse.ArgumentParser(
         description='Latency / throughput / peak memory of backbones vs resolution '
                     '(fresh subprocess per case).',
@@ -923,8 +924,10 @@ def parse_args(argv=None):
                         f'{CP_DEFAULT_MODELS}); baselines are added unless --no-baselines')
     p.add_argument('--config', nargs='+', default=None,
                    help='det/seg config(s): benchmark the full model built through the registry')
-    p.add_argument('--cfg-options', type=json.loads, default=None,
-                   help='JSON dict merged into the config (e.g. \'{"model.backbone.arch": "tiny"}\')')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                   help='with --config: xxx=yyy pairs merged into the config, as in '
+                        'tools/train.py (e.g. model.backbone.depth=2 '
+                        'model.decode_head.channels=128)')
     p.add_argument('--no-baselines', action='store_true', help='do not add the baselines')
     p.add_argument('--sizes', nargs='+', default=None,
                    help=f'square sizes (512) or HxW (800x1280); default {DEFAULT_SIZES} '
@@ -967,6 +970,8 @@ def parse_args(argv=None):
     p.add_argument('--profile-out', default=None, help='write the profile tables to this file')
     p.add_argument('--worker', default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.cfg_options and not args.config:
+        p.error('--cfg-options needs --config (it is merged into that config)')
     if args.models is None and not args.config:
         args.models = CP_DEFAULT_MODELS if args.compare_checkpointing else DEFAULT_MODELS
     if args.sizes is None:

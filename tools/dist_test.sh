@@ -2,7 +2,8 @@
 # Distributed testing with torchrun (torch.distributed.run).
 #   tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args...]
 # Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT as in dist_train.sh. Without CUDA, GPUS is
-# the number of CPU processes (gloo). PYTHON selects the interpreter (default: python).
+# the number of CPU processes (gloo). PYTHON selects the interpreter (default: the
+# repository's .venv/bin/python when it exists, else python).
 # The torchrun call: tools/_dist_env.sh.
 set -e
 if [ $# -lt 3 ]; then

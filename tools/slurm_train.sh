@@ -2,7 +2,8 @@
 # Training on a Slurm cluster (one task per GPU).
 #   [GPUS=8 GPUS_PER_NODE=8 CPUS_PER_TASK=5 SRUN_ARGS=...] \
 #   tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args...]
-# The slurm launcher needs CUDA; on CPU use tools/dist_train.sh.
+# The slurm launcher needs CUDA; on CPU use tools/dist_train.sh. PYTHON selects the interpreter
+# (default: the repository's .venv/bin/python when it exists, else python).
 set -x
 if [ $# -lt 4 ]; then
     echo "usage: $0 PARTITION JOB_NAME CONFIG WORK_DIR [train.py args...]" >&2
@@ -16,7 +17,8 @@ GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
-PYTHON=${PYTHON:-python}
+source "$(dirname "$0")/_dist_env.sh"
+PYTHON=$(dist_python)
 
 PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
 srun -p "${PARTITION}" \

@@ -16,8 +16,11 @@ config key and the absolute path:
   exist and are not empty (ADE20K: ``images/<split>`` and ``annotations/<split>``);
 * the evaluators' ``ann_file`` (``CocoMetric``), same schema check;
 * checkpoints: ``load_from``, the test ``checkpoint`` argument, every local ``init_cfg``
-  ``Pretrained`` checkpoint and ``pretrained=`` path of the model, and on ``--resume`` the file
-  named by ``<work_dir>/last_checkpoint``. URLs (``http(s)://``, ``open-mmlab://``, ...) are not
+  ``Pretrained`` checkpoint and ``pretrained=`` path of the model, and on ``--resume`` the given
+  file or the one named by ``<work_dir>/last_checkpoint``: each exists and opens as a torch
+  checkpoint under the tools' ``weights_only`` allow-list (``mmap``: the tensors are not read);
+  a resume checkpoint is an mmengine training checkpoint (``meta``, ``state_dict``,
+  ``message_hub``), not weights only. URLs (``http(s)://``, ``open-mmlab://``, ...) are not
   checked (they are downloaded into the torch hub cache).
 
 Bad *contents* of individual images are found while loading; :func:`explain_data_errors` makes
@@ -26,13 +29,16 @@ undecodable image, but not for an empty image file (an OpenCV assertion) or a br
 (``OSError: image file is truncated``). It wraps ``mmengine.dataset.Compose.__call__`` (the
 pipeline every mmdet / mmseg dataset runs) so that any exception raised by a transform is
 re-raised as :class:`DataLoadError` naming the transform and the sample's files, chained to the
-original exception. The tools call it; ``import mmvssm`` does not.
+original exception; a failure to read a file (in a ``Load*`` transform, or an ``OSError`` / PIL
+error) asks whether the file is corrupt, any other names the transform's pipeline step as a
+possible config error. The tools call it; ``import mmvssm`` does not.
 
 Never imports mmdet or mmseg.
 """
 import json
 import os
 import os.path as osp
+import re
 from typing import Iterable, List, Optional, Tuple
 
 #: COCO keys mmdet's ``CocoDataset`` / ``CocoMetric`` read from each entry.
@@ -43,6 +49,11 @@ COCO_REQUIRED = {
 }
 #: Annotation json files larger than this are only checked for existence and a leading '{'.
 MAX_JSON_BYTES = 256 * 1024 * 1024
+#: Legacy (pre-zip) checkpoints larger than this are only checked for a pickle header (zip
+#: checkpoints of any size are opened with ``mmap``).
+MAX_LEGACY_CKPT_BYTES = 256 * 1024 * 1024
+#: What mmengine's ``Runner.resume`` reads besides the weights (``meta.epoch`` / ``meta.iter``).
+RESUME_KEYS = ('meta', 'state_dict', 'message_hub')
 _REMOTE_PREFIXES = ('http://', 'https://', 'open-mmlab://', 'mmcls://', 'mmpretrain://',
                     'torchvision://', 'modelzoo://', 's3://', 'pavi://', 'openmmlab://')
 
@@ -202,7 +213,38 @@ def _check_evaluator(key: str, ev) -> List[str]:
     return problems
 
 
-def _check_checkpoint(key: str, path) -> List[str]:
+def _load_checkpoint(path: str):
+    """``path`` loaded as the tools load it (``weights_only`` + mmvssm's allow-list), cheaply.
+
+    A zip checkpoint (``torch.save``'s format) is loaded with ``mmap``: only its pickle is read.
+    A legacy (pre-zip) pickle is loaded only up to :data:`MAX_LEGACY_CKPT_BYTES`, otherwise
+    ``None`` (its header was checked). Raises ``ValueError`` for anything else.
+    """
+    import warnings
+
+    import torch
+
+    from mmvssm.utils.safe_load import allow_official_checkpoint_globals
+    allow_official_checkpoint_globals()
+    with open(path, 'rb') as f:
+        head = f.read(16)
+    if head.startswith(b'PK\x03\x04'):
+        kw = dict(mmap=True)
+    elif head.startswith(b'\x80'):  # a pickle: torch's legacy format
+        if osp.getsize(path) > MAX_LEGACY_CKPT_BYTES:
+            return None
+        kw = {}
+    else:
+        raise ValueError(f'neither a torch.save zip archive nor a legacy torch pickle; '
+                         f'starts with {head!r}')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return torch.load(path, map_location='cpu', weights_only=True, **kw)
+
+
+def _check_checkpoint(key: str, path, resume: bool = False) -> List[str]:
+    """Problems of a local checkpoint: missing, empty, unreadable; with ``resume``, not an
+    mmengine training checkpoint (what ``Runner.resume`` reads)."""
     if not path or not isinstance(path, str) or _is_remote(path):
         return []
     path = osp.expanduser(path)  # as mmengine's and mmvssm's loaders
@@ -210,7 +252,31 @@ def _check_checkpoint(key: str, path) -> List[str]:
         return [f'{key}: checkpoint not found: {_abs(path)}']
     if osp.getsize(path) == 0:
         return [f'{key}: checkpoint file is empty: {_abs(path)}']
-    return []
+    import pickle
+    try:
+        ckpt = _load_checkpoint(path)
+    except pickle.UnpicklingError as e:
+        detail = re.search(r'WeightsUnpickler error: (.*?)(?: Please use|$)', str(e), re.M)
+        detail = detail.group(1) if detail else str(e).strip().splitlines()[0]
+        return [f'{key}: checkpoint pickles an object outside the weights-only allow-list '
+                f'({detail}): {_abs(path)}; if the file is trusted, add the class to '
+                'mmvssm/utils/safe_load.py, or re-save only its tensors']
+    except Exception as e:  # noqa: BLE001  (truncated zip, not a checkpoint, ...)
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split('. ')[0]
+        return [f'{key}: not a readable torch checkpoint: {_abs(path)} ({reason})']
+    if not resume or ckpt is None:
+        return []
+    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+    lacks = [k for k in RESUME_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    lacks += [f'meta.{k}' for k in ('epoch', 'iter')
+              if 'meta' not in lacks and not (isinstance(meta, dict) and k in meta)]
+    if not lacks:
+        return []
+    has = sorted(map(str, ckpt))[:6] if isinstance(ckpt, dict) else type(ckpt).__name__
+    return [f'{key}: not an mmengine training checkpoint (lacks {lacks}; has {has}): '
+            f'{_abs(path)}; --resume continues a run of tools/train.py from its own checkpoint. '
+            f'To start a new run from these weights, use --cfg-options load_from={_abs(path)} '
+            'instead']
 
 
 def _model_checkpoints(obj, key: str = 'model') -> List[Tuple[str, str]]:
@@ -269,15 +335,18 @@ def preflight(cfg, mode: str = 'train', checkpoint: Optional[str] = None,
     if mode == 'test':
         problems += _check_checkpoint('checkpoint', checkpoint)
     load_from = get('load_from')
-    if load_from and load_from != checkpoint:
+    resume = mode == 'train' and get('resume')
+    if resume and load_from:  # tools/train.py --resume PATH
+        problems += _check_checkpoint('resume', load_from, resume=True)
+    elif load_from and load_from != checkpoint:
         problems += _check_checkpoint('load_from', load_from)
-    if mode == 'train' and get('resume') and not load_from and get('work_dir'):
+    if resume and not load_from and get('work_dir'):
         pointer = osp.join(get('work_dir'), 'last_checkpoint')
         if osp.isfile(pointer):
             with open(pointer) as f:
                 last = f.read().strip()
             problems += [p + f' (named by {_abs(pointer)})'
-                         for p in _check_checkpoint('resume', last)]
+                         for p in _check_checkpoint('resume', last, resume=True)]
     if mode == 'train':  # a test run loads its weights from the checkpoint, not init_cfg
         for key, path in _model_checkpoints(get('model')):
             problems += _check_checkpoint(key, path)
@@ -292,12 +361,20 @@ def preflight(cfg, mode: str = 'train', checkpoint: Optional[str] = None,
 _FILE_KEYS = ('img_path', 'seg_map_path', 'filename', 'ann_path')
 
 
+def _is_read_error(transform, exc: BaseException) -> bool:
+    """Whether a transform's error comes from reading / decoding a file (not from its settings):
+    raised in a loading transform (``LoadImageFromFile``, ``LoadAnnotations``, ...), or an
+    ``OSError`` / PIL error anywhere."""
+    return (type(transform).__name__.startswith('Load') or isinstance(exc, OSError)
+            or type(exc).__module__.split('.')[0] == 'PIL')
+
+
 def explain_data_errors() -> None:
     """Make every data-pipeline error name the sample's files (idempotent, process-wide).
 
     Wraps ``mmengine.dataset.Compose.__call__``: an exception from a transform is re-raised as
-    :class:`DataLoadError` ("<Transform> failed on img_path=..., seg_map_path=...: <error>"),
-    chained to the original. Successful calls are unchanged.
+    :class:`DataLoadError` ("<Transform> failed on img_path=..., seg_map_path=...: <error>
+    (<hint>)"), chained to the original. Successful calls are unchanged.
     """
     from mmengine.dataset import Compose
     if getattr(Compose.__call__, '_mmvssm_explained', False):
@@ -306,7 +383,7 @@ def explain_data_errors() -> None:
     def __call__(self, data):
         # mmengine's Compose.__call__, with the failing transform and the files named
         files = {k: data.get(k) for k in _FILE_KEYS if isinstance(data, dict) and data.get(k)}
-        for t in self.transforms:
+        for i, t in enumerate(self.transforms):
             try:
                 data = t(data)
             except DataLoadError:
@@ -314,11 +391,14 @@ def explain_data_errors() -> None:
             except Exception as e:
                 if not files:
                     raise
+                name = type(t).__name__
                 where = ', '.join(f'{k}={_abs(v) if isinstance(v, str) else v}'
                                   for k, v in files.items())
-                raise DataLoadError(
-                    f'{type(t).__name__} failed on {where}: {type(e).__name__}: {e} '
-                    '(is the file corrupt or truncated?)') from e
+                hint = ('is the file corrupt or truncated?' if _is_read_error(t, e) else
+                        f'not a file-reading error: check the {name} settings, pipeline[{i}], '
+                        'in the config')
+                error = f'{type(e).__name__}: {str(e).strip()}'
+                raise DataLoadError(f'{name} failed on {where}: {error} ({hint})') from e
             if data is None:
                 return None
         return data
