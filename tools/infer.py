@@ -1,13 +1,21 @@
 """Run a trained detector / segmentor on images and save the painted predictions.
 
     python tools/infer.py CONFIG CHECKPOINT IMAGE_OR_DIR [IMAGE_OR_DIR ...] --out-dir DIR
-        [--device cpu|cuda:0] [--score-thr 0.3] [--opacity 0.5] [--cfg-options k=v ...]
+        [--device cpu|cuda:0] [--score-thr 0.3] [--opacity 0.5] [--non-strict]
+        [--cfg-options k=v ...]
 
 Detection (``default_scope='mmdet'``): ``init_detector`` + ``inference_detector`` and mmdet's
 ``DetLocalVisualizer`` (boxes, labels and instance masks blended over the image, predictions
 with score >= ``--score-thr``). Segmentation (``'mmseg'``): ``init_model`` + ``inference_model``
 and mmseg's ``SegLocalVisualizer`` (the label map blended with ``--opacity``). One painted image
-per input is written to ``--out-dir`` under the input's file name (``.png`` for segmentation).
+per input is written to ``--out-dir``, under the input's path relative to the folder argument it
+was found in (a file argument: its name), ``.png`` for segmentation. Folders are walked
+recursively, skipping ``--out-dir``. Before anything runs, an output that would overwrite an input
+image, or two inputs painted to the same output, is refused.
+
+CHECKPOINT must match the model of CONFIG: it is loaded strictly first (``tools/test.py``'s
+``check_checkpoint``), a mismatch is an error listing the missing / unexpected / shape-mismatched
+keys (``--non-strict``: load the matching part anyway, as mmdet / mmseg do).
 
 Offline: the weights come from CHECKPOINT only. ``init_detector`` / ``init_model`` never call
 ``init_weights`` and clear the backbone's ``init_cfg``; this script also drops every other
@@ -21,9 +29,10 @@ import os.path as osp
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
-def _train_module():
+def _tool_module(name):
+    """``tools/<name>.py`` loaded by path (shared helpers; no ``tools`` package needed)."""
     spec = importlib.util.spec_from_file_location(
-        '_mmvssm_tools_train', osp.join(osp.dirname(osp.abspath(__file__)), 'train.py'))
+        f'_mmvssm_tools_{name}', osp.join(osp.dirname(osp.abspath(__file__)), f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -44,24 +53,59 @@ def parse_args(argv=None):
                         help='segmentation: opacity of the painted label map')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings in the config, xxx=yyy pairs')
+    parser.add_argument('--non-strict', action='store_true',
+                        help='load a checkpoint that does not match the model (missing, '
+                        'unexpected or shape-mismatched keys) anyway: only the matching weights, '
+                        'the rest stays randomly initialised (default: an error listing them)')
     return parser.parse_args(argv)
 
 
-def collect_images(inputs):
-    """Files as given, folders expanded (sorted, recursively) to their image files."""
+def collect_images(inputs, out_dir=None):
+    """``(image, name)`` pairs: files as given (name: the file name), folders expanded (sorted,
+    recursively; name: the path under that folder) to their image files, ``out_dir`` skipped."""
+    skip = osp.realpath(out_dir) if out_dir else None
     files = []
     for p in inputs:
         if osp.isdir(p):
-            for root, _, names in sorted(os.walk(p)):
-                files += [osp.join(root, n) for n in sorted(names)
-                          if n.lower().endswith(IMG_EXTENSIONS)]
+            found = []
+            for root, dirs, names in os.walk(p):
+                dirs[:] = [d for d in dirs if osp.realpath(osp.join(root, d)) != skip]
+                found += [osp.join(root, n) for n in names if n.lower().endswith(IMG_EXTENSIONS)]
+            files += [(f, osp.relpath(f, p)) for f in sorted(found)]
         elif osp.isfile(p):
-            files.append(p)
+            files.append((p, osp.basename(p)))
         else:
             raise FileNotFoundError(f'no such image or folder: {p}')
     if not files:
         raise FileNotFoundError(f'no images found in {inputs}')
     return files
+
+
+def plan_outputs(images, out_dir, suffix=None):
+    """``[(image, output path)]`` for ``collect_images``' pairs (``suffix``: a new extension).
+    Raise ``ValueError`` before any work if an output would overwrite an input image or two
+    inputs would be painted to the same output."""
+    inputs = {osp.realpath(p): p for p, _ in images}
+    plan, taken = [], {}
+    for path, name in images:
+        if suffix:
+            name = osp.splitext(name)[0] + suffix
+        out = osp.join(out_dir, name)
+        key = osp.realpath(out)
+        if key in inputs:
+            raise ValueError(
+                f'the painting of {path} would overwrite the input image {inputs[key]} '
+                f'({out}): choose an --out-dir outside the input folders')
+        if key in taken:
+            if osp.realpath(taken[key]) == osp.realpath(path):
+                continue  # the same image given twice
+            raise ValueError(
+                f'{taken[key]} and {path} would both be painted to {out}: pass their common '
+                'parent folder (outputs keep the path under a folder argument), or run them '
+                'with different --out-dir')
+        taken[key] = path
+        plan.append((path, out))
+    return plan
 
 
 def drop_pretrained(obj) -> int:
@@ -83,13 +127,6 @@ def drop_pretrained(obj) -> int:
     return n
 
 
-def _out_name(out_dir, path, suffix=None):
-    name = osp.basename(path)
-    if suffix:
-        name = osp.splitext(name)[0] + suffix
-    return osp.join(out_dir, name)
-
-
 def infer_det(cfg, args, images, device, tools):
     import mmcv
     from mmdet.apis import inference_detector, init_detector
@@ -100,10 +137,10 @@ def infer_det(cfg, args, images, device, tools):
     visualizer = VISUALIZERS.build(vis_cfg)
     visualizer.dataset_meta = model.dataset_meta
     outs = []
-    for path in images:
+    for path, out in images:
         result = inference_detector(model, path)
         img = mmcv.imread(path, channel_order='rgb')
-        out = _out_name(args.out_dir, path)
+        os.makedirs(osp.dirname(out) or '.', exist_ok=True)
         visualizer.add_datasample(osp.basename(path), img, data_sample=result, draw_gt=False,
                                   show=False, pred_score_thr=args.score_thr, out_file=out)
         n = int((result.pred_instances.scores >= args.score_thr).sum())
@@ -126,10 +163,10 @@ def infer_seg(cfg, args, images, device, tools):
     visualizer = VISUALIZERS.build(vis_cfg)
     visualizer.dataset_meta = model.dataset_meta
     outs = []
-    for path in images:
+    for path, out in images:
         result = inference_model(model, path)
         img = mmcv.imread(path, channel_order='rgb')
-        out = _out_name(args.out_dir, path, '.png')
+        os.makedirs(osp.dirname(out) or '.', exist_ok=True)
         visualizer.add_datasample(osp.basename(path), img, data_sample=result, draw_gt=False,
                                   show=False, with_labels=True, out_file=out)
         labels = sorted(int(v) for v in result.pred_sem_seg.data.unique())
@@ -143,15 +180,19 @@ def main(argv=None):
     import torch
     from mmengine.config import Config
 
-    tools = _train_module()
+    tools = _tool_module('train')
     cfg = Config.fromfile(args.config)
     scope = tools.setup_scope(cfg)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    # outputs planned (and refused on a clash) before any work
+    images = plan_outputs(collect_images(args.images, args.out_dir), args.out_dir,
+                          '.png' if scope == 'mmseg' else None)
     drop_pretrained(cfg.model)
     tools.adapt_to_device(cfg)  # SyncBN -> BN without CUDA
+    if not args.non_strict:  # init_detector / init_model load non-strictly
+        _tool_module('test').check_checkpoint(cfg, args.checkpoint, args.config)
     device = args.device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
-    images = collect_images(args.images)
     os.makedirs(args.out_dir, exist_ok=True)
     run = infer_det if scope == 'mmdet' else infer_seg
     return run(cfg, args, images, device, tools)

@@ -1,7 +1,8 @@
 """Test (and evaluate) an mmdet or mmseg model from an mmvssm config and a checkpoint.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE_OR_DIR] [--show]
-        [--show-dir DIR] [--tta] [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
+        [--show-dir DIR] [--tta] [--non-strict] [--cfg-options k=v ...]
+        [--launcher {none,pytorch,slurm,mpi}]
 
 Dispatches on the config's ``default_scope`` like ``tools/train.py``. ``--out``: detection dumps
 the raw predictions to a ``.pkl`` file (mmdet's ``DumpDetResults``); segmentation writes the
@@ -9,13 +10,21 @@ predicted label maps as PNGs into that directory (mmseg's ``IoUMetric(output_dir
 ``--show-dir``: painted predictions (ground truth beside for segmentation), saved under
 ``<work_dir>/<timestamp>/<show_dir>`` for detection and ``<show_dir>/vis_data/vis_image`` for
 segmentation (each toolbox's convention).
+
+CHECKPOINT must match the model of CONFIG (:func:`check_checkpoint`, before the runner is built):
+a mismatch is an error listing the missing / unexpected / shape-mismatched keys, where mmengine
+would load the matching part only (``--non-strict``) and evaluate a partly random model.
 """
 import argparse
 import importlib.util
 import os
 import os.path as osp
+import re
 import warnings
 from copy import deepcopy
+
+#: keys of each kind named in a checkpoint-mismatch error
+MAX_KEYS_SHOWN = 8
 
 
 def _train_module():
@@ -43,6 +52,11 @@ def parse_args(argv=None):
                         help="test-time augmentation: the config's multi-scale + flip for "
                         'segmentation; flip for detection (mmdet 3.3 has no TTA for masks, so '
                         'not for Mask R-CNN)')
+    parser.add_argument('--non-strict', action='store_true',
+                        help='test a checkpoint that does not match the model (missing, '
+                        'unexpected or shape-mismatched keys) anyway: only the matching weights '
+                        'are loaded, the rest stays randomly initialised (default: an error '
+                        'listing them)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings in the config, xxx=yyy pairs merged into it')
@@ -53,6 +67,52 @@ def parse_args(argv=None):
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
+
+
+def _shown(items):
+    more = len(items) - MAX_KEYS_SHOWN
+    return ', '.join(items[:MAX_KEYS_SHOWN]) + (f', ... ({more} more)' if more > 0 else '')
+
+
+def check_checkpoint(cfg, checkpoint, config_name=None):
+    """Load ``checkpoint`` strictly into a CPU model built from ``cfg.model`` (mmengine's
+    ``load_checkpoint(strict=True)``: the ``state_dict`` entry, a ``module.`` prefix stripped),
+    or raise ``CheckpointMismatchError`` naming (some of) the missing, unexpected and
+    shape-mismatched keys. mmengine's runner and mmdet's / mmseg's ``init_*`` load non-strictly."""
+    from mmengine.registry import MODELS
+    from mmengine.runner import load_checkpoint
+
+    from mmvssm.utils.checkpoint import CheckpointMismatchError
+    model = MODELS.build(deepcopy(cfg.model))
+    try:
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+    except RuntimeError as e:
+        msg = str(e)
+        if not msg.startswith('The model and loaded state dict do not match'):
+            raise
+        kinds = {'missing': [], 'unexpected': [], 'shape': [], 'other': []}
+        for line in msg.splitlines()[1:]:
+            head, _, keys = line.partition(' in source state_dict: ')
+            size = re.match(r'size mismatch for (\S+): copying a param with shape '
+                            r'torch.Size\((.*)\) from checkpoint, the shape in current model is '
+                            r'torch.Size\((.*)\)', line)
+            if keys and head in ('missing keys', 'unexpected key'):
+                kinds[head.split()[0]] += keys.split(', ')
+            elif size:
+                kinds['shape'].append('{} (checkpoint {}, model {})'.format(*size.groups()))
+            elif line.strip():
+                kinds['other'].append(line.strip())
+        lines = [f'  {title} ({len(kinds[k])}): {_shown(kinds[k])}' for k, title in (
+            ('missing', 'missing in the checkpoint'), ('unexpected', 'not in the model'),
+            ('shape', 'shape mismatch'), ('other', 'other')) if kinds[k]]
+        raise CheckpointMismatchError(
+            f'checkpoint {checkpoint} does not match the model of '
+            f'{config_name or "the config"} (its state_dict, a module. prefix stripped):\n'
+            + '\n'.join(lines) + '\nIs it a checkpoint of another model, or of this one with '
+            'other settings (num_classes, --cfg-options)? Pass the checkpoint tools/train.py saved '
+            'for this config, or --non-strict to load only its matching weights anyway.') from None
+    finally:
+        del model
 
 
 def _visualize(cfg, args, scope):
@@ -76,6 +136,18 @@ def _visualize(cfg, args, scope):
             hook['interval'] = 1  # every image (mmseg's default draws every 50th)
 
 
+def _mask_head(obj, key='model'):
+    """The config key of a mask head in a model config (None without one)."""
+    if isinstance(obj, dict):
+        if obj.get('mask_head'):
+            return f'{key}.mask_head'
+        for k, v in obj.items():
+            found = _mask_head(v, f'{key}.{k}')
+            if found:
+                return found
+    return None
+
+
 def _tta(cfg, scope):
     if scope == 'mmseg':
         if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
@@ -85,6 +157,12 @@ def _tta(cfg, scope):
         cfg.model = cfg.tta_model
         return
     from mmengine import ConfigDict
+    mask_head = _mask_head(cfg.model)
+    if mask_head:
+        raise RuntimeError(
+            '--tta: mmdet 3.3 has no test-time augmentation for instance segmentation '
+            f'(DetTTAModel merges boxes only) and this model predicts masks ({mask_head}). '
+            'Test without --tta.')
     if 'tta_model' not in cfg:
         warnings.warn('No tta_model in the config: using DetTTAModel (nms 0.5, 100 per image)')
         cfg.tta_model = dict(type='DetTTAModel', tta_cfg=dict(
@@ -129,6 +207,8 @@ def main(argv=None):
     explain_data_errors()
 
     tools.adapt_to_device(cfg, args.launcher)
+    if not args.non_strict:  # mmengine's runner loads load_from non-strictly
+        check_checkpoint(cfg, args.checkpoint, args.config)
     runner = tools.build_runner(cfg)
     if args.out is not None and scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults
