@@ -71,4 +71,8 @@ class DeconvPyramid(nn.Module):
             if x.dim() != 4 or x.shape[1] != self.in_channels:
                 raise ValueError(f'DeconvPyramid expects (B, {self.in_channels}, H, W) maps, '
                                  f'got {tuple(x.shape)}')
+        if any(x.shape != inputs[0].shape for x in inputs[1:]):  # (traced sizes: no set())
+            raise ValueError(f'DeconvPyramid expects 4 maps of one shape (a plain backbone\'s '
+                             f'stride-{self.in_stride} maps), got '
+                             f'{[tuple(x.shape) for x in inputs]}')
         return tuple(f(x) for f, x in zip((self.fpn1, self.fpn2, self.fpn3, self.fpn4), inputs))

@@ -20,6 +20,10 @@ from .norm import build_norm2d
 
 
 def _scale_ops(scale: float, channels: int, norm_cfg: Optional[dict]) -> Tuple[nn.Module, int]:
+    if scale in (4, 2) and channels < scale:
+        raise ValueError(f'SimpleFeaturePyramid: in_channels={channels} is too small for the '
+                         f'x{int(scale)} level (it has in_channels / {int(scale)} channels); '
+                         f'use in_channels >= {int(scale)}')
     if scale == 4:
         return nn.Sequential(
             nn.ConvTranspose2d(channels, channels // 2, 2, 2),
@@ -43,10 +47,10 @@ class SimpleFeaturePyramid(nn.Module):
         in_channels: channels of the backbone map.
         out_channels: channels of every output level (256).
         in_stride: stride of the backbone map (16; 8 for the stride-8 Vim models).
-        out_strides: output strides (4, 8, 16, 32).
+        out_strides: output strides, strictly increasing (4, 8, 16, 32).
         in_index: which map of the backbone's tuple to use (the last).
         norm_cfg: see :func:`~mmvssm.adapters.norm.build_norm2d` (``LN`` as ViTDet).
-        num_outs: ``len(out_strides)`` or one more (extra max-pooled level).
+        num_outs: ``len(out_strides)`` or one more (extra max-pooled level, from the coarsest).
 
     Forward: tuple of NCHW maps -> tuple of ``num_outs`` NCHW maps.
     """
@@ -59,6 +63,13 @@ class SimpleFeaturePyramid(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.in_stride, self.out_strides = in_stride, tuple(out_strides)
         self.in_index = in_index
+        strides = self.out_strides
+        if not strides or any(a >= b for a, b in zip(strides, strides[1:])):
+            raise ValueError(f'SimpleFeaturePyramid: out_strides must be strictly increasing '
+                             f'(finest first, as mmdet necks), got {strides}')
+        if not isinstance(in_index, int) or isinstance(in_index, bool):
+            raise TypeError(f'SimpleFeaturePyramid: in_index must be one int (which backbone map '
+                            f'to use), got {in_index!r}')
         self.num_outs = num_outs or len(self.out_strides)
         if self.num_outs not in (len(self.out_strides), len(self.out_strides) + 1):
             raise ValueError(f'SimpleFeaturePyramid: num_outs must be {len(self.out_strides)} '
@@ -88,6 +99,9 @@ class SimpleFeaturePyramid(nn.Module):
     def forward(self, inputs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
         if isinstance(inputs, torch.Tensor):
             inputs = (inputs,)
+        if not -len(inputs) <= self.in_index < len(inputs):
+            raise ValueError(f'SimpleFeaturePyramid uses map in_index={self.in_index} but got '
+                             f'{len(inputs)} maps; check the backbone\'s out_indices or in_index')
         x = inputs[self.in_index]
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'SimpleFeaturePyramid expects a (B, {self.in_channels}, H, W) map, '

@@ -74,7 +74,7 @@ class ARM(PlainMiddleClsBackbone):
             later blocks are not run and are frozen.
         final_norm: apply ``norm_f`` (LayerNorm) to every output (else ``norm_f`` is frozen).
         use_cls_token: keep the pretrained middle cls token in the sequence (not in outputs).
-        drop_rate, drop_path_rate, norm_eps, with_cp, init_cfg: as :class:`Vim`.
+        drop_rate, drop_path_rate, norm_eps, frozen_stages, with_cp, init_cfg: as :class:`Vim`.
     """
     arch_zoo = {
         'base': dict(embed_dim=768, depth=12, **_ARM_COMMON),
@@ -91,14 +91,14 @@ class ARM(PlainMiddleClsBackbone):
                  expand: Optional[float] = None, img_size: Optional[int] = None,
                  in_chans: int = 3, out_indices: Optional[Sequence[int]] = None,
                  final_norm: bool = False, use_cls_token: bool = True, drop_rate: float = 0.,
-                 drop_path_rate: float = 0.1, norm_eps: float = 1e-5, with_cp: bool = False,
-                 init_cfg: Optional[dict] = None):
+                 drop_path_rate: float = 0.1, norm_eps: float = 1e-5, frozen_stages: int = -1,
+                 with_cp: bool = False, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         cfg = resolve_arch(self.arch_zoo, arch, dict(
             embed_dim=embed_dim, depth=depth, patch_size=patch_size, stride=stride,
             d_state=d_state, expand=expand, img_size=img_size), self.FAMILY)
         dim = self._init_plain(cfg, in_chans, out_indices, final_norm, use_cls_token, drop_rate,
-                               with_cp)
+                               with_cp, frozen_stages)
         dpr = drop_path_schedule(drop_path_rate, self.depth)
         self.layers = nn.ModuleList([
             ARMBlock(dim, cfg['d_state'], cfg['expand'], drop_path=dpr[i], norm_eps=norm_eps)

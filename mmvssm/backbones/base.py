@@ -4,7 +4,8 @@ Plain ``nn.Module`` (no mmengine needed); mmengine's runner finds ``init_weights
 and ``init_cfg`` on it exactly as on a ``BaseModule``.
 """
 import copy
-from typing import Dict, Optional, Sequence, Tuple, Union
+import numbers
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.utils.checkpoint as cp
@@ -45,6 +46,27 @@ def check_image(x: torch.Tensor, in_chans: int, min_size: int, family: str) -> N
                          f'({min_size}x{min_size})')
 
 
+def index_tuple(indices, what: str, family: str) -> Tuple[int, ...]:
+    """An int or a sequence of ints as a tuple; ``ValueError`` naming ``family`` otherwise."""
+    if isinstance(indices, numbers.Integral) and not isinstance(indices, bool):
+        return (int(indices), )
+    if isinstance(indices, (str, bytes)) or not hasattr(indices, '__iter__'):
+        raise ValueError(f'{family}: {what} must be an int or a sequence of ints, got {indices!r}')
+    indices = tuple(indices)
+    if any(not isinstance(i, numbers.Integral) or isinstance(i, bool) for i in indices):
+        raise ValueError(f'{family}: {what} must be ints, got {indices!r}')
+    return tuple(int(i) for i in indices)
+
+
+def check_frozen_stages(frozen_stages, num_stages: int, family: str) -> int:
+    """``frozen_stages`` in ``[-1, num_stages]`` (-1: nothing frozen), else ``ValueError``."""
+    if not isinstance(frozen_stages, numbers.Integral) or isinstance(frozen_stages, bool) or \
+            not -1 <= frozen_stages <= num_stages:
+        raise ValueError(f'{family}: frozen_stages must be an int in [-1, {num_stages}], '
+                         f'got {frozen_stages!r}')
+    return int(frozen_stages)
+
+
 class BaseBackbone(nn.Module):
     """Common API: ``forward(x) -> tuple of NCHW maps``, official-checkpoint loading, layer ids.
 
@@ -53,8 +75,10 @@ class BaseBackbone(nn.Module):
         ``ALLOWED_MISSING`` / ``ALLOWED_UNEXPECTED``: fnmatch patterns tolerated on load
             (e.g. the classifier head), everything else is a hard error;
         ``num_layers`` and ``get_layer_id(name)``: for layer-wise lr decay
-            (0 = embeddings, 1..num_layers = blocks, num_layers + 1 = everything after).
+            (0 = embeddings, 1..num_layers = blocks, num_layers + 1 = everything after);
+        ``_frozen_parts()``: what ``frozen_stages`` freezes, then call :meth:`_freeze_stages`.
     """
+    frozen_stages: int = -1
     ALLOWED_MISSING: Sequence[str] = ()
     ALLOWED_UNEXPECTED: Sequence[str] = ()
 
@@ -133,6 +157,27 @@ class BaseBackbone(nn.Module):
         """Layer id of parameter ``name`` (relative to this backbone) for lr decay."""
         raise NotImplementedError
 
+    # ----- frozen stages -----------------------------------------------------------------
+    def _frozen_parts(self) -> Tuple[List[nn.Module], List[nn.Parameter]]:
+        """``(modules, bare parameters)`` that ``frozen_stages`` freezes."""
+        return [], []
+
+    def _freeze_stages(self) -> None:
+        """What ``frozen_stages`` names gets ``requires_grad=False`` and stays in eval mode (no
+        drop path / dropout), as mmdet's / mmpretrain's ``frozen_stages``."""
+        modules, params = self._frozen_parts()
+        for m in modules:
+            m.eval()
+            m.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for m in self._frozen_parts()[0]:
+            m.eval()
+        return self
+
     # ----- memory ------------------------------------------------------------------------
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block in backward (activation checkpointing, DDP-safe)."""
@@ -140,8 +185,10 @@ class BaseBackbone(nn.Module):
 
 
 def stage_out_indices(out_indices: Sequence[int], num_stages: int, family: str) -> Tuple[int, ...]:
-    """Stages to return (negative indices count from the end) as a sorted tuple without repeats;
-    ``ValueError`` naming ``family`` when empty or out of range."""
+    """Stages to return (an int or ints; negative indices count from the end) as a sorted tuple
+    without repeats (maps come in stage order); ``ValueError`` naming ``family`` when empty, not
+    ints or out of range."""
+    out_indices = index_tuple(out_indices, 'out_indices', family)
     if not out_indices or any(not -num_stages <= i < num_stages for i in out_indices):
         raise ValueError(f'{family}: out_indices {tuple(out_indices)} must index the '
                          f'{num_stages} stages')
@@ -152,18 +199,49 @@ class StagedBackbone(BaseBackbone):
     """A hierarchical backbone (VSSM, MambaOut): ``depths[i]`` blocks in stage ``i``, the
     outputs of the stages in ``out_indices`` (set with :func:`stage_out_indices`).
 
-    Subclasses define ``_out_map(i, x)``: stage ``i``'s returned map (its out-norm, NCHW), and
-    run their stages with :meth:`_run_blocks` and :meth:`_collect`.
+    Subclasses define ``_out_map(i, x)``: stage ``i``'s returned map (its out-norm, NCHW),
+    ``_stem()``, ``_stage_parts(i)`` (stage ``i``'s blocks and the downsample feeding it) and
+    ``_out_norm(i)``, run their stages with :meth:`_run_blocks` and :meth:`_collect`, and call
+    :meth:`_freeze` at the end of ``__init__``.
+
+    ``frozen_stages = k`` freezes the stem and stages ``0..k-1`` (with the downsamples feeding
+    them and their out-norms); stages after the last returned one are never run and are frozen
+    too (DDP-safe: no parameter without a gradient).
     """
 
     @property
     def num_layers(self) -> int:
         return sum(self.depths)
 
+    def _stem(self) -> nn.Module:
+        raise NotImplementedError
+
+    def _stage_parts(self, i: int) -> List[nn.Module]:
+        raise NotImplementedError
+
+    def _out_norm(self, i: int) -> Optional[nn.Module]:
+        raise NotImplementedError
+
+    def _frozen_parts(self) -> Tuple[List[nn.Module], List[nn.Parameter]]:
+        if self.frozen_stages < 0:
+            return [], []
+        modules = [self._stem()]
+        for i in range(self.frozen_stages):
+            modules += self._stage_parts(i) + [m for m in [self._out_norm(i)] if m is not None]
+        return modules, []
+
+    def _freeze(self) -> None:
+        """Freeze ``frozen_stages`` and the stages after the last returned one."""
+        for i in range(self.out_indices[-1] + 1, len(self.depths)):
+            for m in self._stage_parts(i):
+                m.requires_grad_(False)
+        self._freeze_stages()
+
     def _run_blocks(self, blocks, x: torch.Tensor) -> torch.Tensor:
-        """The blocks of one stage, each checkpointed when ``grad_checkpointing`` is on."""
+        """The blocks of one stage, each checkpointed when ``grad_checkpointing`` is on (and
+        autograd records: the non-reentrant checkpoint needs no input that requires grad)."""
         for block in blocks:
-            if self.grad_checkpointing and x.requires_grad:
+            if self.grad_checkpointing and torch.is_grad_enabled():
                 x = cp.checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)

@@ -10,7 +10,7 @@ Dense-prediction recipe (the authors, MambaOut#251): a LayerNorm on each stage o
 Any H x W works: every stride-2 conv has padding 1, so stage ``i`` is ``ceil(H / 2**(i+2))`` high.
 """
 from functools import partial
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from timm.layers import trunc_normal_
@@ -20,7 +20,8 @@ from ..layers.conv_stem import ConvStem
 from ..layers.downsample import ConvDownsample
 from ..layers.gated_cnn import GatedCNNBlock
 from ..utils.checkpoint import CheckpointMismatchError
-from .base import StagedBackbone, check_image, resolve_arch, stage_out_indices
+from .base import (StagedBackbone, check_frozen_stages, check_image, resolve_arch,
+                   stage_out_indices)
 
 
 class MambaOutStage(nn.Module):
@@ -46,10 +47,13 @@ class MambaOut(StagedBackbone):
             or a dict with ``depths``, ``dims`` (and optionally the fields below).
         depths, dims, expansion_ratio, kernel_size, conv_ratio: override the preset when not None.
         in_chans: input channels.
-        out_indices: stages whose outputs are returned (strides 4, 8, 16, 32).
+        out_indices: stages whose outputs are returned (strides 4, 8, 16, 32; an int or ints, maps
+            in stage order); later stages are not run and are frozen.
         drop_path_rate: stochastic depth, linear over all blocks from 0 (as official); None takes
             the preset's ImageNet value. The authors used 0.3 / 0.3-0.4 / 0.6 (T / S / B) for det/seg.
         out_norm: LayerNorm (eps 1e-6) on each returned stage output (the authors' det/seg recipe).
+        frozen_stages: -1 (none), or ``k``: ``stem`` and stages ``0..k-1`` (with their
+            downsamples and out-norms) get no gradient and stay in eval mode.
         with_cp: activation checkpointing per block.
         init_cfg: ``dict(type='Pretrained', checkpoint=...)`` loads an official, timm or mmvssm file.
 
@@ -75,7 +79,8 @@ class MambaOut(StagedBackbone):
 
     def __init__(self, arch='tiny', depths=None, dims=None, expansion_ratio=None, kernel_size=None,
                  conv_ratio=None, in_chans: int = 3, out_indices: Sequence[int] = (0, 1, 2, 3),
-                 drop_path_rate=None, out_norm: bool = True, with_cp: bool = False, init_cfg=None):
+                 drop_path_rate=None, out_norm: bool = True, frozen_stages: int = -1,
+                 with_cp: bool = False, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         cfg = dict(self._defaults)
         cfg.update(resolve_arch(self.arch_zoo, arch, dict(
@@ -87,6 +92,7 @@ class MambaOut(StagedBackbone):
             raise ValueError(f'MambaOut: depths {self.depths} and dims {self.dims} differ in length')
         num_stages = len(self.depths)
         self.out_indices = stage_out_indices(out_indices, num_stages, 'MambaOut')
+        self.frozen_stages = check_frozen_stages(frozen_stages, num_stages, 'MambaOut')
         self.in_chans = in_chans
         self.arch_settings = cfg
         self.grad_checkpointing = with_cp
@@ -107,6 +113,7 @@ class MambaOut(StagedBackbone):
             norm_layer(self.dims[i]) if (out_norm and i in self.out_indices) else nn.Identity()
             for i in range(num_stages))
         self._init_weights()
+        self._freeze()
 
     # ----- init ---------------------------------------------------------------------------
     def _init_weights(self):
@@ -130,6 +137,15 @@ class MambaOut(StagedBackbone):
             if self._collect(i, x, outs):
                 break
         return tuple(outs)
+
+    def _stem(self) -> nn.Module:
+        return self.stem
+
+    def _stage_parts(self, i: int) -> List[nn.Module]:
+        return [self.stages[i]]  # its downsample included
+
+    def _out_norm(self, i: int) -> Optional[nn.Module]:
+        return self.out_norms[i]
 
     def _out_map(self, i: int, x: torch.Tensor) -> torch.Tensor:
         return self.out_norms[i](x).permute(0, 3, 1, 2).contiguous()

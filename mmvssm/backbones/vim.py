@@ -41,7 +41,7 @@ from ..layers.pos_embed import (MiddleClsEmbedMixin, PosEmbedCache,
 from ..layers.rms_norm import RMSNorm
 from ..ops.scan_orders import VIM_ORDERS
 from ..utils.checkpoint import CheckpointMismatchError
-from .base import BaseBackbone, check_image, resolve_arch
+from .base import BaseBackbone, check_frozen_stages, check_image, index_tuple, resolve_arch
 
 _VIM_COMMON = dict(patch_size=16, d_state=16, expand=2, img_size=224)
 
@@ -65,7 +65,11 @@ def default_out_indices(depth: int) -> Tuple[int, ...]:
 
 
 def check_out_indices(out_indices, depth: int, family: str) -> Tuple[int, ...]:
-    idx = tuple(int(i) + depth if int(i) < 0 else int(i) for i in out_indices)
+    """Blocks to return (an int or ints, negative from the end), in the order given (repeats
+    kept: a pyramid may take one block twice); ``ValueError`` when empty, not ints or out of
+    range."""
+    idx = tuple(i + depth if i < 0 else i
+                for i in index_tuple(out_indices, 'out_indices', family))
     bad = [i for i in idx if not 0 <= i < depth]
     if not idx or bad:
         raise ValueError(f'{family}: out_indices {tuple(out_indices)} out of range for depth {depth}')
@@ -112,6 +116,10 @@ class PlainMiddleClsBackbone(MiddleClsEmbedMixin, BaseBackbone):
     A subclass calls :meth:`_init_plain` in its constructor, then builds ``self.layers`` (one
     block per entry) and ``self.norm_f``, then calls ``self._init_weights()`` and
     ``self._freeze_unused()``.
+
+    ``frozen_stages = k`` (mmpretrain ViT's): the patch embedding, ``pos_embed``, ``cls_token``
+    and blocks ``0..k-1`` get no gradient and stay in eval mode; ``k = depth`` also freezes
+    ``norm_f``.
     """
     FAMILY = ''
     #: fields every arch preset (or arch dict) must give
@@ -119,7 +127,7 @@ class PlainMiddleClsBackbone(MiddleClsEmbedMixin, BaseBackbone):
 
     def _init_plain(self, cfg: dict, in_chans: int, out_indices: Optional[Sequence[int]],
                     final_norm: bool, use_cls_token: bool, drop_rate: float,
-                    with_cp: bool) -> int:
+                    with_cp: bool, frozen_stages: int = -1) -> int:
         """Check the resolved arch ``cfg``, set the common attributes (``out_indices``: default 4
         evenly spaced blocks) and build the embedding :class:`MiddleClsEmbedMixin` needs:
         ``patch_embed``, the stored square ``pretrain_grid``, ``cls_token``, ``pos_embed``
@@ -137,6 +145,7 @@ class PlainMiddleClsBackbone(MiddleClsEmbedMixin, BaseBackbone):
         self.out_indices = check_out_indices(
             default_out_indices(self.depth) if out_indices is None else out_indices,
             self.depth, self.FAMILY)
+        self.frozen_stages = check_frozen_stages(frozen_stages, self.depth, self.FAMILY)
         self.grad_checkpointing = with_cp
 
         self.patch_embed = PatchEmbed(in_chans, dim, self.patch_size, self.stride)
@@ -153,8 +162,17 @@ class PlainMiddleClsBackbone(MiddleClsEmbedMixin, BaseBackbone):
         """Official init (see :func:`init_plain_mamba`)."""
         init_plain_mamba(self, self.depth)
 
+    def _frozen_parts(self):
+        if self.frozen_stages < 0:
+            return [], []
+        modules = [self.patch_embed, self.pos_drop] + list(self.layers[:self.frozen_stages])
+        if self.frozen_stages == self.depth:
+            modules.append(self.norm_f)
+        return modules, [self.pos_embed, self.cls_token]
+
     def _freeze_unused(self) -> None:
-        """Parameters the dense forward never uses get ``requires_grad=False`` (DDP-safe)."""
+        """Parameters the dense forward never uses get ``requires_grad=False`` (DDP-safe), and
+        ``frozen_stages`` is applied."""
         last = max(self.out_indices)
         for i, layer in enumerate(self.layers):
             if i > last:
@@ -163,6 +181,7 @@ class PlainMiddleClsBackbone(MiddleClsEmbedMixin, BaseBackbone):
             self.norm_f.requires_grad_(False)
         if not self.use_cls_token:
             self.cls_token.requires_grad_(False)
+        self._freeze_stages()
 
     def get_layer_id(self, name: str) -> int:
         return layer_id_for(name, self.num_layers)
@@ -221,6 +240,8 @@ class Vim(PlainMiddleClsBackbone):
         drop_rate: dropout after the position embedding.
         drop_path_rate: stochastic depth, Vim's ``[0] + linspace(0, rate, depth)`` schedule.
         norm_eps, residual_in_fp32, divide_out: as the official ``VisionMamba``.
+        frozen_stages: -1 (none), or ``k``: patch / position embeddings, cls token and blocks
+            ``0..k-1`` get no gradient and stay in eval mode (``k = depth``: ``norm_f`` too).
         with_cp: per-block activation checkpointing.
         init_cfg: ``dict(type='Pretrained', checkpoint=..., [prefix=...])`` or None.
     """
@@ -243,7 +264,8 @@ class Vim(PlainMiddleClsBackbone):
                  feature_source: str = 'residual', final_norm: bool = False,
                  use_cls_token: bool = True, drop_rate: float = 0., drop_path_rate: float = 0.1,
                  norm_eps: float = 1e-5, residual_in_fp32: bool = True, divide_out: bool = True,
-                 with_cp: bool = False, init_cfg: Optional[dict] = None):
+                 frozen_stages: int = -1, with_cp: bool = False,
+                 init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         cfg = resolve_arch(self.arch_zoo, arch, dict(
             embed_dim=embed_dim, depth=depth, patch_size=patch_size, stride=stride,
@@ -254,7 +276,7 @@ class Vim(PlainMiddleClsBackbone):
         self.feature_source = feature_source
         self.residual_in_fp32 = residual_in_fp32
         dim = self._init_plain(cfg, in_chans, out_indices, final_norm, use_cls_token, drop_rate,
-                               with_cp)
+                               with_cp, frozen_stages)
         dpr = drop_path_schedule(drop_path_rate, self.depth)
         self.layers = nn.ModuleList([
             VimBlock(dim, cfg['d_state'], cfg['expand'], drop_path=dpr[i], norm_eps=norm_eps,

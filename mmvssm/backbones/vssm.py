@@ -20,7 +20,7 @@ Outputs: ``outnorm{i}(stage_i)`` in NCHW for ``i`` in ``out_indices``, as ``Back
 strides 4/8/16/32. Any H x W works: stem and downsample layers pad odd sizes, so stage ``i`` is
 ``ceil(H / 2**(i+2))`` high (identical to the official model whenever that divides).
 """
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from timm.layers import trunc_normal_
@@ -32,7 +32,8 @@ from ..layers.layer_norm_2d import layer_norm
 from ..layers.ss2d import SS2D
 from ..layers.vss_block import VSSBlock
 from ..utils.checkpoint import CheckpointMismatchError
-from .base import StagedBackbone, check_image, resolve_arch, stage_out_indices
+from .base import (StagedBackbone, check_frozen_stages, check_image, resolve_arch,
+                   stage_out_indices)
 
 _V2 = dict(dims=96, d_state=1, ssm_ratio=2.0, ssm_conv_bias=False, ssm_gate=False, mlp_ratio=4.0,
            channel_first=True, stem='v2', downsample='v3')
@@ -74,10 +75,13 @@ class VSSM(StagedBackbone):
             (VMamba ``downsample_version``).
         patch_size: stem stride (4).
         in_chans: input channels.
-        out_indices: stages returned.
+        out_indices: stages returned (an int or ints; maps come in stage order); later stages
+            are not run and are frozen.
         drop_path_rate: stochastic depth, ``linspace(0, rate, sum(depths))`` over the blocks as
             official; None = the preset's (ImageNet yaml) value.
         out_norm: ``outnorm{i}`` LayerNorm on each returned stage (as ``Backbone_VSSM``).
+        frozen_stages: -1 (none), or ``k``: ``patch_embed`` and stages ``0..k-1`` (with the
+            downsamples feeding them and their out-norms) get no gradient and stay in eval mode.
         with_cp: activation checkpointing per block.
         init_cfg: ``dict(type='Pretrained', checkpoint=...)`` for official or mmvssm checkpoints.
 
@@ -114,7 +118,8 @@ class VSSM(StagedBackbone):
                  dt_rank=None, ssm_conv=None, ssm_conv_bias=None, ssm_gate=None, mlp_ratio=None,
                  channel_first=None, stem=None, downsample=None, patch_size=None,
                  in_chans: int = 3, out_indices: Sequence[int] = (0, 1, 2, 3), drop_path_rate=None,
-                 out_norm: bool = True, with_cp: bool = False, init_cfg=None):
+                 out_norm: bool = True, frozen_stages: int = -1, with_cp: bool = False,
+                 init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         cfg = dict(self._defaults)
         cfg.update(resolve_arch(self.arch_zoo, arch, dict(
@@ -135,6 +140,7 @@ class VSSM(StagedBackbone):
         num_stages = len(depths)
         self.depths, self.dims = depths, dims
         self.out_indices = stage_out_indices(out_indices, num_stages, 'VSSM')
+        self.frozen_stages = check_frozen_stages(frozen_stages, num_stages, 'VSSM')
         self.channel_first = bool(cfg['channel_first'])
         self.patch_size = int(cfg['patch_size'])
         self.in_chans = in_chans
@@ -165,6 +171,7 @@ class VSSM(StagedBackbone):
                 self.add_module(f'outnorm{i}', Norm(dims[i]))
         self.out_norm = out_norm
         self._init_weights(reset_all=False)
+        self._freeze()
 
     def _make_downsample(self, version: str, dim: int, out_dim: int) -> nn.Module:
         if version == 'v1':  # patch merging normalises 4C channel-last, whatever the layout
@@ -227,6 +234,15 @@ class VSSM(StagedBackbone):
                 break
             x = layer.downsample(x)
         return tuple(outs)
+
+    def _stem(self) -> nn.Module:
+        return self.patch_embed
+
+    def _stage_parts(self, i: int) -> List[nn.Module]:
+        return [self.layers[i].blocks] + ([self.layers[i - 1].downsample] if i else [])
+
+    def _out_norm(self, i: int) -> Optional[nn.Module]:
+        return getattr(self, f'outnorm{i}', None)
 
     def _out_map(self, i: int, x: torch.Tensor) -> torch.Tensor:
         out = getattr(self, f'outnorm{i}')(x) if self.out_norm else x

@@ -116,3 +116,44 @@ def test_norm_cfg_from_an_inherited_base_keeps_working():
     from mmvssm.adapters import build_norm2d
     layer = build_norm2d(dict(type='BN', requires_grad=True, _scope_='mmseg'), 8)
     assert isinstance(layer, torch.nn.BatchNorm2d) and layer.num_features == 8
+
+
+def test_out_strides_must_increase():
+    """Unsorted strides made the extra 'stride-64' level a max-pool of the stride-4 map."""
+    for strides in [(32, 16, 8, 4), (4, 8, 8, 16), ()]:
+        with pytest.raises(ValueError, match='strictly increasing'):
+            SimpleFeaturePyramid(32, out_strides=strides, num_outs=len(strides) + 1)
+    outs = SimpleFeaturePyramid(32, out_channels=8, out_strides=(8, 16, 32), num_outs=4)(maps((7, 9)))
+    assert [tuple(o.shape[-2:]) for o in outs] == [expected((7, 9), s) for s in (8, 16, 32, 64)]
+
+
+def test_in_index_out_of_range():
+    with pytest.raises(ValueError, match='in_index=-1 but got 0 maps'):
+        SimpleFeaturePyramid(32)(())
+    with pytest.raises(ValueError, match='in_index=4 but got 2 maps'):
+        SimpleFeaturePyramid(32, in_index=4)(maps((4, 4), n=2))
+    with pytest.raises(ValueError, match='in_index=-3 but got 2 maps'):
+        SimpleFeaturePyramid(32, in_index=-3)(maps((4, 4), n=2))
+    with pytest.raises(TypeError, match='in_index must be one int'):
+        SimpleFeaturePyramid(32, in_index=(0, 1))
+    xs = maps((4, 4), n=2)
+    SimpleFeaturePyramid(32, in_index=-2)(xs)[0].mean().backward()
+    assert xs[0].grad is not None and xs[1].grad is None
+
+
+def test_in_channels_too_small():
+    with pytest.raises(ValueError, match=r'in_channels=2 is too small .* in_channels >= 4'):
+        SimpleFeaturePyramid(2, 16)
+    with pytest.raises(ValueError, match=r'in_channels=1 is too small .* in_channels >= 2'):
+        SimpleFeaturePyramid(1, 16, out_strides=(8, 16, 32))
+    outs = SimpleFeaturePyramid(4, 8)(torch.randn(1, 4, 3, 5))  # smallest valid: 1 channel at x4
+    assert [o.shape[1] for o in outs] == [8] * 4
+    assert SimpleFeaturePyramid(1, 8, out_strides=(16, 32))(torch.randn(1, 1, 3, 5))[1].shape == (1, 8, 2, 3)
+
+
+def test_deconv_pyramid_maps_of_different_sizes():
+    xs = maps((7, 9))
+    with pytest.raises(ValueError, match=r'4 maps of one shape .*stride-16.*\(1, 32, 5, 5\)'):
+        DeconvPyramid(32)([xs[0], xs[1][..., :5, :5], xs[2], xs[3]])
+    with pytest.raises(ValueError, match='4 maps of one shape'):
+        DeconvPyramid(32)((xs[0], xs[1], xs[2], torch.randn(2, 32, 7, 9)))  # batch differs
