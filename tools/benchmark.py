@@ -464,7 +464,7 @@ def size_str(hw: Sequence[int]) -> str:
 def case_key(c: dict) -> tuple:
     return (c.get('model') or c.get('config'), tuple(c['size']), c['mode'], c['dtype'],
             bool(c.get('with_cp')), c['device'], c.get('batch', 1), bool(c.get('tiny')),
-            c.get('threads'))
+            c.get('threads'), json.dumps(c.get('cfg_options') or {}, sort_keys=True, default=str))
 
 
 def label_of(c: dict) -> str:

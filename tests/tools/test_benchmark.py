@@ -148,3 +148,13 @@ def test_baselines_accept_any_size(name):
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 74, 130))
     assert len(outs) == 4 and all(o.dim() == 4 for o in outs)
+
+
+def test_case_key_tells_cfg_options_apart():
+    """``--append`` skips only the cases already measured with the same ``--cfg-options``."""
+    bench = load_tool()
+    case = dict(config='c.py', size=[512, 512], mode='infer', dtype='fp32', device='cpu')
+    a = dict(case, cfg_options={'model.backbone.depth': 2})
+    b = dict(case, cfg_options={'model.backbone.depth': 3})
+    assert bench.case_key(a) != bench.case_key(b) != bench.case_key(case)
+    assert bench.case_key(a) == bench.case_key(dict(a, cfg_options={'model.backbone.depth': 2}))
