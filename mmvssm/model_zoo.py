@@ -6,14 +6,15 @@ Every entry names the backbone it loads into (``family`` + ``arch`` preset), the
 top-1. Entries whose location is not confirmed say so (``verified=False`` and a note); ARM's
 file names are unknown, so its entries have no URL.
 
-Configs load these weights through mmengine's cached loader by giving the URL itself::
+Configs load these weights by giving the URL itself::
 
     init_cfg=dict(type='Pretrained', checkpoint=checkpoint_url('vmamba_tiny_s1l8'))  # in Python
     init_cfg=dict(type='Pretrained', checkpoint='https://github.com/...pth')          # in configs
 
-``BaseBackbone.load_official`` reads URLs with mmengine's ``CheckpointLoader`` (downloaded once
-to ``~/.cache/torch/hub/checkpoints/<file>``, see :func:`cache_path`) and local paths as they
-are: offline, copy the file anywhere and pass its path (``--cfg-options
+``BaseBackbone.load_official`` downloads a URL once through torch.hub (into
+``$TORCH_HOME/hub/checkpoints/<file>``, default ``~/.cache/torch/hub/checkpoints``, see
+:func:`cache_path`) and unpickles it, as local paths, with ``weights_only=True`` and mmvssm's
+allow-list: offline, copy the file anywhere and pass its path (``--cfg-options
 model.backbone.init_cfg.checkpoint=/path/file.pth``). ``tools/convert_checkpoint.py`` turns an
 official file into a plain mmvssm backbone state dict.
 """
@@ -182,7 +183,9 @@ def model_zoo_markdown() -> str:
         '',
         'Backbone weights for the configs, loaded with',
         "`init_cfg=dict(type='Pretrained', checkpoint=<URL or local path>)`. A URL is downloaded",
-        'once by mmengine into `~/.cache/torch/hub/checkpoints/<file>`; offline, pass a local path',
+        'once, through torch.hub, into `$TORCH_HOME/hub/checkpoints/<file>` (default',
+        '`~/.cache/torch/hub/checkpoints`) and, like a local file, unpickled with',
+        "`weights_only=True` and mmvssm's allow-list; offline, pass a local path",
         '(`--cfg-options model.backbone.init_cfg.checkpoint=/path/file.pth`). Loading is strict:',
         'only the classifier head (and the det/seg output norms, which classification files do',
         'not have) may differ. `python tools/convert_checkpoint.py SRC DST --name <zoo name>`',

@@ -13,7 +13,7 @@ Protocol
       CPU, reported absolute and as the increment over an import-only baseline taken in the same
       child before the model is built (= weights + activations + allocator); on CUDA it is
       ``torch.cuda.max_memory_allocated`` (and ``max_memory_reserved``);
-    * ``--warmup`` untimed iterations, then ``--repeats`` timed ones; latency = median (IQR and
+    * ``--warmup`` untimed iterations (at least 1), then ``--repeats`` timed ones; latency = median (IQR and
       min are kept in the JSON), throughput = batch / median latency;
     * CPU timing with ``time.perf_counter``; CUDA timing with CUDA events around each iteration
       and ``torch.cuda.synchronize()`` (TF32 matmuls on unless ``--no-tf32``);
@@ -936,7 +936,7 @@ def parse_args(argv=None):
     p.add_argument('--dtype', nargs='+', choices=['fp32', 'bf16'], default=['fp32'])
     p.add_argument('--device', default='cpu', help='cpu or cuda')
     p.add_argument('--batch', type=int, default=1)
-    p.add_argument('--warmup', type=int, default=None, help='untimed iterations (cpu 1, cuda 5)')
+    p.add_argument('--warmup', type=int, default=None, help='untimed iterations, at least 1 (cpu 1, cuda 5)')
     p.add_argument('--repeats', type=int, default=None, help='timed iterations (cpu 3, cuda 30)')
     p.add_argument('--threads', type=int, default=None,
                    help='torch / OpenMP threads (default: all cores)')

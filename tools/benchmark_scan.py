@@ -11,7 +11,7 @@ Examples::
     python tools/benchmark_scan.py --cases vim-s --modes fwd --markdown scan.md
     python tools/benchmark_scan.py --quick                 # short sequences, smoke test
 
-Inputs are "init-like" (perf.md §7): A = -(n + 1), delta_bias = softplus^-1(logU[1e-3, 0.1]),
+Inputs are "init-like": A = -(n + 1), delta_bias = softplus^-1(logU[1e-3, 0.1]),
 raw delta ~ 0.1 N(0, 1), u, B, C, z ~ N(0, 1), delta_softplus=True, with D.
 """
 import argparse

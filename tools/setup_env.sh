@@ -8,13 +8,11 @@
 #   MMVSSM_CACHE       wheel cache outside the checkout (default: ~/.cache/mmvssm)
 #   MMVSSM_WHEEL_SEED  opt-in: a folder holding a prebuilt mmcv wheel for exactly this
 #                      (mmcv, torch, python) to seed the cache (e.g. ../shared/wheels). Never needed.
-#   MMVSSM_EXTRAS      extras of mmvssm to install (default: det,seg,dev)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MMVSSM_VENV:-$REPO/.venv}"
 CACHE="${MMVSSM_CACHE:-$HOME/.cache/mmvssm}"
-EXTRAS="${MMVSSM_EXTRAS:-det,seg,dev}"
 TORCH_VERSION="${MMVSSM_TORCH:-2.14.1}"
 TORCHVISION_VERSION="${MMVSSM_TORCHVISION:-0.29.1}"
 MMCV_VERSION=2.1.0
@@ -124,7 +122,7 @@ if ! have "mmdet==$MMDET_VERSION" "mmsegmentation==$MMSEG_VERSION"; then
   "${PIP[@]}" install "mmdet==$MMDET_VERSION" "mmsegmentation==$MMSEG_VERSION" "$SETUPTOOLS_SPEC"
 fi
 
-step "mmvssm (editable, extras: $EXTRAS, builds the C++ scan kernel)"
+step "mmvssm (editable, builds the C++ scan kernel)"
 STAMP="$VENV/.mmvssm-build-stamp"
 SRC_HASH="$(find "$REPO/setup.py" "$REPO/pyproject.toml" "$REPO/mmvssm/ops/csrc" -type f -print0 2>/dev/null | sort -z | xargs -0 cat | sha256sum | cut -c1-16)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$SRC_HASH" ] || ! "$PY" -c "import mmvssm" 2>/dev/null; then
