@@ -914,7 +914,10 @@ def profile_cases(args, cases: List[dict]) -> str:
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
+    try:  # --cfg-options (with --config) needs mmengine; backbone-only runs need only torch
+        from mmengine.config import DictAction
+    except ImportError:
+        DictAction = 'append'
     p = argparse.ArgumentParser(
         description='Latency / throughput / peak memory of backbones vs resolution '
                     '(fresh subprocess per case).',

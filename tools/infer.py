@@ -66,6 +66,10 @@ def collect_images(inputs, out_dir=None):
     skip = osp.realpath(out_dir) if out_dir else None
     files = []
     for p in inputs:
+        if osp.isdir(p) and osp.realpath(p) == skip:
+            raise ValueError(f'--out-dir {out_dir} is the input folder {p}: the paintings would '
+                             'mix with the images (and be read back next time); choose another '
+                             '--out-dir')
         if osp.isdir(p):
             found = []
             for root, dirs, names in os.walk(p):

@@ -207,7 +207,9 @@ def main(argv=None):
     explain_data_errors()
 
     tools.adapt_to_device(cfg, args.launcher)
-    if not args.non_strict:  # mmengine's runner loads load_from non-strictly
+    # mmengine's runner loads load_from non-strictly; one check per node (a second CPU model and
+    # checkpoint copy per rank would be wasted memory), its error stops the launch
+    if not args.non_strict and os.environ.get('LOCAL_RANK', '0') == '0':
         check_checkpoint(cfg, args.checkpoint, args.config)
     runner = tools.build_runner(cfg)
     if args.out is not None and scope == 'mmdet':

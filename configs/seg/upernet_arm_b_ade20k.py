@@ -2,7 +2,7 @@
 # ARM releases no segmentation code or recipe (research/anchors.md §4.1; its paper reports UperNet
 # at 512^2, numbers unverified). ARM is MAE-style pretrained and fine-tuned like MAE (layer decay
 # 0.65, anchors §4.1), so this config uses MAE's / BEiT's UperNet recipe for ViT-B: the maps of
-# blocks 3/5/7/11 (mmseg's MAE / BEiT UperNet configs) through the fpn1..fpn4 deconvolution pyramid, UPerHead with 768 channels,
+# blocks 3/5/7/11 (mmseg's MAE / BEiT UperNet configs; 2/5/8/11 in mmvssm before 8287b26) through the fpn1..fpn4 deconvolution pyramid, UPerHead with 768 channels,
 # AdamW lr 1e-4, weight decay 0.05, layer-wise lr decay 0.65, drop path 0.1, batch 16, 160k
 # iterations, 1500 warm-up iterations; whole-image test as the other configs.
 _base_ = ['../_base_/seg/upernet_160k_ade20k.py']

@@ -10,6 +10,7 @@ norm follows, as ViTDet). Max-pooling uses ``ceil_mode=True`` so odd sizes keep 
 row/column (ViTDet floors). ``num_outs=5`` adds ViTDet's ``LastLevelMaxPool`` level (stride 64,
 ``max_pool2d(k=1, s=2)`` of the last level).
 """
+import numbers
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -67,7 +68,7 @@ class SimpleFeaturePyramid(nn.Module):
         if not strides or any(a >= b for a, b in zip(strides, strides[1:])):
             raise ValueError(f'SimpleFeaturePyramid: out_strides must be strictly increasing '
                              f'(finest first, as mmdet necks), got {strides}')
-        if not isinstance(in_index, int) or isinstance(in_index, bool):
+        if not isinstance(in_index, numbers.Integral) or isinstance(in_index, bool):
             raise TypeError(f'SimpleFeaturePyramid: in_index must be one int (which backbone map '
                             f'to use), got {in_index!r}')
         self.num_outs = num_outs or len(self.out_strides)

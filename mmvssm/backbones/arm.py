@@ -168,11 +168,7 @@ class ARM(PlainMiddleClsBackbone):
         ``M // 2``. The missing ``cls_token`` and ``norm_f`` keep the model's initialisation,
         as the official non-strict load does (see :meth:`adapt_state_dict`).
         """
-        family_guard(state_dict, cls.FAMILY, {
-            r'^layers\.\d+\.norm\.weight$': 'Vim',
-            r'^layers\.\d+\.blocks\.|^classifier\.': 'VMamba',
-            r'^downsample_layers\.|^stages\.': 'MambaOut',
-            r'^blocks\.\d+\.attn\.': 'ViT/DeiT'})
+        family_guard(state_dict, cls.FAMILY)
         if not cls.is_pretrain_checkpoint(state_dict):
             return dict(state_dict)
         out = {}

@@ -113,14 +113,16 @@ class BaseBackbone(nn.Module):
             checkpoint: a path/URL, or an already loaded checkpoint object.
             key: top-level key (``model``, ``model_ema``, ``state_dict``); auto when None.
             prefix: keep only keys under this prefix (e.g. ``'backbone'`` or ``'backbone.'`` of a
-                det/seg checkpoint; the dot is added as mmengine's ``PretrainedInit`` does).
+                det/seg checkpoint; the dot is added as mmengine's ``PretrainedInit`` does; when
+                no key has it, it is also tried after a DDP ``module.`` prefix).
         """
         source = checkpoint if isinstance(checkpoint, str) else 'checkpoint'
         obj = load_checkpoint_file(checkpoint) if isinstance(checkpoint, str) else checkpoint
         sd, used = extract_state_dict(obj, key)
         if prefix:
             prefix = prefix if prefix.endswith('.') else prefix + '.'
-            sd = strip_prefixes(sd, ('module.',))  # DDP-wrapped: module.backbone.*
+            if not any(k.startswith(prefix) for k in sd):  # DDP-wrapped: module.backbone.*
+                sd = strip_prefixes(sd, ('module.',))
             sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
             if not sd:
                 raise ValueError(f'{source}: no key starts with prefix {prefix!r}')

@@ -68,11 +68,11 @@ def check_out_indices(out_indices, depth: int, family: str) -> Tuple[int, ...]:
     """Blocks to return (an int or ints, negative from the end), in the order given (repeats
     kept: a pyramid may take one block twice); ``ValueError`` when empty, not ints or out of
     range."""
-    idx = tuple(i + depth if i < 0 else i
-                for i in index_tuple(out_indices, 'out_indices', family))
+    given = index_tuple(out_indices, 'out_indices', family)
+    idx = tuple(i + depth if i < 0 else i for i in given)
     bad = [i for i in idx if not 0 <= i < depth]
     if not idx or bad:
-        raise ValueError(f'{family}: out_indices {tuple(out_indices)} out of range for depth {depth}')
+        raise ValueError(f'{family}: out_indices {given} out of range for depth {depth}')
     return idx
 
 
@@ -96,13 +96,23 @@ def tokens_to_map(tokens: torch.Tensor, hw: Tuple[int, int],
     return tokens.transpose(1, 2).reshape(b, c, hw[0], hw[1]).contiguous()
 
 
-def family_guard(state_dict: Dict[str, torch.Tensor], family: str,
-                 foreign: Dict[str, str]) -> None:
-    """Raise :class:`CheckpointMismatchError` naming the family a checkpoint seems to come from.
+#: Key patterns only one family's checkpoints have (names after wrapper prefixes are stripped);
+#: MambaOut's first (timm's ``stem.``), as ARM's ``norm1`` would also match its blocks otherwise.
+FAMILY_KEYS = {
+    'MambaOut': r'^downsample_layers\.|^stages\.|^stem\.',
+    'ARM': r'mixer\.A_c_log|^layers\.\d+\.mlp\.w1\.|^layers\.\d+\.norm1\.',
+    'Vim': r'^layers\.\d+\.norm\.weight$',
+    'VMamba': r'^layers\.\d+\.blocks\.|^classifier\.',
+    'ViT/DeiT': r'^blocks\.\d+\.attn\.',
+}
 
-    ``foreign``: ``{regex: family name}`` of key patterns that only other families have.
-    """
-    for pattern, other in foreign.items():
+
+def family_guard(state_dict: Dict[str, torch.Tensor], family: str) -> None:
+    """Raise :class:`CheckpointMismatchError` naming the family a checkpoint seems to come from
+    (a key of :data:`FAMILY_KEYS` of another family)."""
+    for other, pattern in FAMILY_KEYS.items():
+        if other == family:
+            continue
         hit = next((k for k in state_dict if re.search(pattern, k)), None)
         if hit is not None:
             raise CheckpointMismatchError(
@@ -117,9 +127,9 @@ class PlainMiddleClsBackbone(MiddleClsEmbedMixin, BaseBackbone):
     block per entry) and ``self.norm_f``, then calls ``self._init_weights()`` and
     ``self._freeze_unused()``.
 
-    ``frozen_stages = k`` (mmpretrain ViT's): the patch embedding, ``pos_embed``, ``cls_token``
-    and blocks ``0..k-1`` get no gradient and stay in eval mode; ``k = depth`` also freezes
-    ``norm_f``.
+    ``frozen_stages = k >= 1`` (mmpretrain ViT's): the patch embedding, ``pos_embed``,
+    ``cls_token`` and blocks ``0..k-1`` get no gradient and stay in eval mode; ``k = depth`` also
+    freezes ``norm_f``; 0 and -1 freeze nothing.
     """
     FAMILY = ''
     #: fields every arch preset (or arch dict) must give
@@ -163,7 +173,7 @@ class PlainMiddleClsBackbone(MiddleClsEmbedMixin, BaseBackbone):
         init_plain_mamba(self, self.depth)
 
     def _frozen_parts(self):
-        if self.frozen_stages < 0:
+        if self.frozen_stages < 1:
             return [], []
         modules = [self.patch_embed, self.pos_drop] + list(self.layers[:self.frozen_stages])
         if self.frozen_stages == self.depth:
@@ -240,8 +250,9 @@ class Vim(PlainMiddleClsBackbone):
         drop_rate: dropout after the position embedding.
         drop_path_rate: stochastic depth, Vim's ``[0] + linspace(0, rate, depth)`` schedule.
         norm_eps, residual_in_fp32, divide_out: as the official ``VisionMamba``.
-        frozen_stages: -1 (none), or ``k``: patch / position embeddings, cls token and blocks
-            ``0..k-1`` get no gradient and stay in eval mode (``k = depth``: ``norm_f`` too).
+        frozen_stages: -1 or 0 (none), or ``k``: patch / position embeddings, cls token and
+            blocks ``0..k-1`` get no gradient and stay in eval mode (``k = depth``: ``norm_f``
+            too), as mmpretrain's ViT.
         with_cp: per-block activation checkpointing.
         init_cfg: ``dict(type='Pretrained', checkpoint=..., [prefix=...])`` or None.
     """
@@ -343,11 +354,7 @@ class Vim(PlainMiddleClsBackbone):
         """Official Vim names are ours; only the family is checked (``head.*`` is allowed
         unexpected, ``pos_embed`` is resized by :meth:`adapt_state_dict`; RoPE checkpoints are
         refused rather than loaded without their rotary embedding)."""
-        family_guard(state_dict, cls.FAMILY, {
-            r'^downsample_layers\.|^stages\.|^stem\.': 'MambaOut',
-            r'mixer\.A_c_log|^layers\.\d+\.mlp\.w1\.|^layers\.\d+\.norm1\.': 'ARM',
-            r'^layers\.\d+\.blocks\.|^classifier\.': 'VMamba',
-            r'^blocks\.\d+\.attn\.': 'ViT/DeiT'})
+        family_guard(state_dict, cls.FAMILY)
         if any(k.startswith('rope.') for k in state_dict):
             raise CheckpointMismatchError(
                 'this Vim checkpoint was trained with RoPE (it has rope.freqs_*, if_rope=True), '

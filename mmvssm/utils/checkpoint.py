@@ -55,12 +55,18 @@ def load_url_weights_only(url: str, map_location=None, model_dir: Optional[str] 
     def load():
         return load_state_dict_from_url(url, model_dir=model_dir, map_location=map_location,
                                         progress=progress, weights_only=True)
+    error = None
     if rank == 0:
-        checkpoint = load()
+        try:
+            checkpoint = load()
+        except Exception as e:  # noqa: BLE001  (re-raised below, after the other ranks' barrier)
+            error = e
     if world > 1:
         dist.barrier()
         if rank > 0:
-            checkpoint = load()
+            checkpoint = load()  # fails as rank 0 did, if it did: no rank waits forever
+    if error is not None:
+        raise error
     return checkpoint
 
 

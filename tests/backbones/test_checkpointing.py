@@ -20,15 +20,7 @@ FAMILIES = {
     'mambaout': (MambaOut, dict(arch='tiny', depths=[1, 1, 2, 1], dims=[16, 24, 32, 40]), 5),
 }
 SIZE = (2, 3, 48, 80)  # non-square, so row/column orders differ
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster and immune to a busy machine's scheduling."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tests/backbones/conftest.py
 
 
 def build(cls, kw, drop_path, with_cp):

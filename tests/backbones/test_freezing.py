@@ -15,14 +15,7 @@ FAMILIES = {
     'mambaout': (MambaOut, dict(arch='tiny', depths=[1, 1, 2, 1], dims=[16, 24, 32, 40]), 4),
 }
 X = torch.randn(2, 3, 48, 80, generator=torch.Generator().manual_seed(0))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tests/backbones/conftest.py
 
 
 def build(family, **kw):
@@ -73,6 +66,15 @@ def test_frozen_stages(family):
     assert frozen_names
     assert all(torch.equal(before[k], after[k]) for k in frozen_names)
     assert any(not torch.equal(before[k], after[k]) for k in trainable)
+    # 0 freezes the stem / patch embedding only (mmdet's Swin), or nothing (mmpretrain's ViT)
+    def frozen_names_of(m):
+        return {n for n, p in m.named_parameters() if not p.requires_grad}
+    frozen_zero = frozen_names_of(build(family, frozen_stages=0)) - \
+        frozen_names_of(build(family, frozen_stages=-1))  # (unused parts are frozen anyway)
+    if family in ('vim', 'arm'):
+        assert frozen_zero == set()
+    else:
+        assert frozen_zero and all(n.startswith(('patch_embed.', 'stem.')) for n in frozen_zero)
     # everything frozen; bad values refused
     whole = build(family, frozen_stages=n)
     assert not any(p.requires_grad for p in whole.parameters())
@@ -85,7 +87,7 @@ def test_frozen_stages(family):
 def test_out_indices_int_and_non_int(family):
     model = build(family, out_indices=1).eval()
     assert model.out_indices == (1, ) and len(model(X)) == 1
-    for bad in ((1.7, ), '1', (True, )):
+    for bad in ((1.7, ), '1', (True, ), 30, -30):
         with pytest.raises(ValueError, match='out_indices'):
             build(family, out_indices=bad)
 

@@ -106,9 +106,10 @@ def test_prefix_as_mmengine_and_under_ddp_wrapper():
         model = VSSM('tiny', **VSSM_SMALL)
         model.load_official(_detector_checkpoint(src), prefix=prefix)
         assert torch.equal(model.patch_embed[0].weight, src.patch_embed[0].weight)
-    model = VSSM('tiny', **VSSM_SMALL)  # saved from a DDP-wrapped model: module.backbone.*
-    model.load_official(_detector_checkpoint(src, wrap='module.'), prefix='backbone.')
-    assert torch.equal(model.patch_embed[0].weight, src.patch_embed[0].weight)
+    for prefix in ('backbone.', 'module.backbone'):  # saved from a DDP-wrapped model
+        model = VSSM('tiny', **VSSM_SMALL)
+        model.load_official(_detector_checkpoint(src, wrap='module.'), prefix=prefix)
+        assert torch.equal(model.patch_embed[0].weight, src.patch_embed[0].weight)
     with pytest.raises(CheckpointMismatchError, match=r"neck\..*prefix='backbone\.'"):
         VSSM('tiny', **VSSM_SMALL).load_official(_detector_checkpoint(src))
 
@@ -140,3 +141,25 @@ def test_pos_embed_resize_is_reported_and_shrinking_warns(caplog):
     rec = [r for r in caplog.records if 'resized pos_embed' in r.getMessage()]
     assert rec and rec[0].levelno == logging.INFO
 
+
+
+def test_url_failure_reaches_every_rank(monkeypatch):
+    """In a distributed run rank 0 loads first; when its load fails it still enters the barrier
+    (the other ranks would wait there for ever) and then raises."""
+    import torch.distributed as dist
+
+    from mmvssm.utils import checkpoint as ck
+    calls = []
+    monkeypatch.setattr(dist, 'is_available', lambda: True)
+    monkeypatch.setattr(dist, 'is_initialized', lambda: True)
+    monkeypatch.setattr(dist, 'get_rank', lambda: 0)
+    monkeypatch.setattr(dist, 'get_world_size', lambda: 2)
+    monkeypatch.setattr(dist, 'barrier', lambda: calls.append('barrier'))
+
+    def refuse(*a, **k):
+        calls.append('load')
+        raise pickle.UnpicklingError('refused')
+    monkeypatch.setattr(torch.hub, 'load_state_dict_from_url', refuse)
+    with pytest.raises(pickle.UnpicklingError, match='refused'):
+        ck.load_url_weights_only('http://127.0.0.1:1/x.pth')
+    assert calls == ['load', 'barrier']

@@ -57,11 +57,15 @@ def _files(folder):
 
 # ---- 1. infer.py output paths -----------------------------------------------------------------
 def test_infer_refuses_to_overwrite_an_input(toy_dir, ckpts, monkeypatch):
-    """--out-dir = the input folder: detection would write each painting over its input."""
+    """--out-dir = the image's folder: detection would write each painting over its input (the
+    image given as a file; a folder argument that is --out-dir is refused as such)."""
     monkeypatch.chdir(toy_dir)
     img = toy_dir / 'overwrite' / 'img.jpg'
     before = _copy(toy_dir / COCO_VAL / '000000000001.jpg', img)
     with pytest.raises(ValueError, match='would overwrite the input image'):
+        _tool('infer').main([DET_DEMO, ckpts['det'], str(img), '--out-dir',
+                             str(img.parent), '--score-thr', '0'])
+    with pytest.raises(ValueError, match='is the input folder'):
         _tool('infer').main([DET_DEMO, ckpts['det'], str(img.parent), '--out-dir',
                              str(img.parent), '--score-thr', '0'])
     assert img.read_bytes() == before
@@ -99,6 +103,9 @@ def test_infer_keeps_relative_paths_and_skips_out_dir(toy_dir, ckpts, monkeypatc
         assert sorted(osp.relpath(p, out) for p in outs) == ['a/img.png', 'b/img.png']
     assert _files(str(toy_dir / 'tree')) == ['a/img.jpg', 'b/img.jpg', 'vis/a/img.png',
                                              'vis/b/img.png']
+    with pytest.raises(ValueError, match='is the input folder'):  # paintings beside the images
+        infer.main([SEG_DEMO, ckpts['seg'], 'tree/a', '--out-dir', 'tree/a'])
+    assert _files(str(toy_dir / 'tree' / 'a')) == ['img.jpg']
 
 
 # ---- 2. strict checkpoints ---------------------------------------------------------------------
