@@ -13,7 +13,7 @@ was found in (a file argument: its name), ``.png`` for segmentation. Folders are
 recursively, skipping ``--out-dir``. Before anything runs, an output that would overwrite an input
 image, or two inputs painted to the same output, is refused.
 
-CHECKPOINT must match the model of CONFIG: it is loaded strictly first (``tools/test.py``'s
+CHECKPOINT must match the model of CONFIG: it is loaded strictly first (``tools/train.py``'s
 ``check_checkpoint``), a mismatch is an error listing the missing / unexpected / shape-mismatched
 keys (``--non-strict``: load the matching part anyway, as mmdet / mmseg do).
 
@@ -29,10 +29,10 @@ import os.path as osp
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
-def _tool_module(name):
-    """``tools/<name>.py`` loaded by path (shared helpers; no ``tools`` package needed)."""
+def _train_module():
+    """``tools/train.py`` loaded by path (shared helpers; no ``tools`` package needed)."""
     spec = importlib.util.spec_from_file_location(
-        f'_mmvssm_tools_{name}', osp.join(osp.dirname(osp.abspath(__file__)), f'{name}.py'))
+        '_mmvssm_tools_train', osp.join(osp.dirname(osp.abspath(__file__)), 'train.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -184,7 +184,7 @@ def main(argv=None):
     import torch
     from mmengine.config import Config
 
-    tools = _tool_module('train')
+    tools = _train_module()
     cfg = Config.fromfile(args.config)
     scope = tools.setup_scope(cfg)
     if args.cfg_options:
@@ -195,7 +195,7 @@ def main(argv=None):
     drop_pretrained(cfg.model)
     tools.adapt_to_device(cfg)  # SyncBN -> BN without CUDA
     if not args.non_strict:  # init_detector / init_model load non-strictly
-        _tool_module('test').check_checkpoint(cfg, args.checkpoint, args.config)
+        tools.check_checkpoint(cfg, args.checkpoint, args.config)
     device = args.device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
     os.makedirs(args.out_dir, exist_ok=True)
     run = infer_det if scope == 'mmdet' else infer_seg

@@ -11,7 +11,8 @@ predicted label maps as PNGs into that directory (mmseg's ``IoUMetric(output_dir
 ``<work_dir>/<timestamp>/<show_dir>`` for detection and ``<show_dir>/vis_data/vis_image`` for
 segmentation (each toolbox's convention).
 
-CHECKPOINT must match the model of CONFIG (:func:`check_checkpoint`, before the runner is built):
+CHECKPOINT must match the model of CONFIG (``tools/train.py``'s ``check_checkpoint``, before the
+runner is built):
 a mismatch is an error listing the missing / unexpected / shape-mismatched keys, where mmengine
 would load the matching part only (``--non-strict``) and evaluate a partly random model.
 """
@@ -19,12 +20,8 @@ import argparse
 import importlib.util
 import os
 import os.path as osp
-import re
 import warnings
 from copy import deepcopy
-
-#: keys of each kind named in a checkpoint-mismatch error
-MAX_KEYS_SHOWN = 8
 
 
 def _train_module():
@@ -67,52 +64,6 @@ def parse_args(argv=None):
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
-
-
-def _shown(items):
-    more = len(items) - MAX_KEYS_SHOWN
-    return ', '.join(items[:MAX_KEYS_SHOWN]) + (f', ... ({more} more)' if more > 0 else '')
-
-
-def check_checkpoint(cfg, checkpoint, config_name=None):
-    """Load ``checkpoint`` strictly into a CPU model built from ``cfg.model`` (mmengine's
-    ``load_checkpoint(strict=True)``: the ``state_dict`` entry, a ``module.`` prefix stripped),
-    or raise ``CheckpointMismatchError`` naming (some of) the missing, unexpected and
-    shape-mismatched keys. mmengine's runner and mmdet's / mmseg's ``init_*`` load non-strictly."""
-    from mmengine.registry import MODELS
-    from mmengine.runner import load_checkpoint
-
-    from mmvssm.utils.checkpoint import CheckpointMismatchError
-    model = MODELS.build(deepcopy(cfg.model))
-    try:
-        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
-    except RuntimeError as e:
-        msg = str(e)
-        if not msg.startswith('The model and loaded state dict do not match'):
-            raise
-        kinds = {'missing': [], 'unexpected': [], 'shape': [], 'other': []}
-        for line in msg.splitlines()[1:]:
-            head, _, keys = line.partition(' in source state_dict: ')
-            size = re.match(r'size mismatch for (\S+): copying a param with shape '
-                            r'torch.Size\((.*)\) from checkpoint, the shape in current model is '
-                            r'torch.Size\((.*)\)', line)
-            if keys and head in ('missing keys', 'unexpected key'):
-                kinds[head.split()[0]] += keys.split(', ')
-            elif size:
-                kinds['shape'].append('{} (checkpoint {}, model {})'.format(*size.groups()))
-            elif line.strip():
-                kinds['other'].append(line.strip())
-        lines = [f'  {title} ({len(kinds[k])}): {_shown(kinds[k])}' for k, title in (
-            ('missing', 'missing in the checkpoint'), ('unexpected', 'not in the model'),
-            ('shape', 'shape mismatch'), ('other', 'other')) if kinds[k]]
-        raise CheckpointMismatchError(
-            f'checkpoint {checkpoint} does not match the model of '
-            f'{config_name or "the config"} (its state_dict, a module. prefix stripped):\n'
-            + '\n'.join(lines) + '\nIs it a checkpoint of another model, or of this one with '
-            'other settings (num_classes, --cfg-options)? Pass the checkpoint tools/train.py saved '
-            'for this config, or --non-strict to load only its matching weights anyway.') from None
-    finally:
-        del model
 
 
 def _visualize(cfg, args, scope):
@@ -210,7 +161,7 @@ def main(argv=None):
     # mmengine's runner loads load_from non-strictly; one check per node (a second CPU model and
     # checkpoint copy per rank would be wasted memory), its error stops the launch
     if not args.non_strict and os.environ.get('LOCAL_RANK', '0') == '0':
-        check_checkpoint(cfg, args.checkpoint, args.config)
+        tools.check_checkpoint(cfg, args.checkpoint, args.config)
     runner = tools.build_runner(cfg)
     if args.out is not None and scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults

@@ -8,15 +8,19 @@ inherited base) picks which one registers its modules. Otherwise it behaves like
 own ``tools/train.py`` (mmengine ``Runner``), plus a CPU path: without CUDA, SyncBN becomes BN and
 distributed runs use the ``gloo`` backend (``tools/dist_train.sh CONFIG 2`` works on a CPU box).
 
-The helpers here (:func:`setup_scope`, :func:`adapt_to_device`, :func:`apply_common_args`) are
-shared with ``tools/test.py`` and ``tools/infer.py``.
+The helpers here (:func:`setup_scope`, :func:`adapt_to_device`, :func:`apply_common_args`,
+:func:`check_checkpoint`) are shared with ``tools/test.py`` and ``tools/infer.py``.
 """
 import argparse
 import logging
 import os
 import os.path as osp
+import re
+from copy import deepcopy
 
 SCOPES = ('mmdet', 'mmseg')
+#: keys of each kind named in a checkpoint-mismatch error
+MAX_KEYS_SHOWN = 8
 
 
 def parse_args(argv=None):
@@ -143,6 +147,52 @@ def apply_common_args(cfg, args) -> None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+
+def _shown(items):
+    more = len(items) - MAX_KEYS_SHOWN
+    return ', '.join(items[:MAX_KEYS_SHOWN]) + (f', ... ({more} more)' if more > 0 else '')
+
+
+def check_checkpoint(cfg, checkpoint, config_name=None):
+    """Load ``checkpoint`` strictly into a CPU model built from ``cfg.model`` (mmengine's
+    ``load_checkpoint(strict=True)``: the ``state_dict`` entry, a ``module.`` prefix stripped),
+    or raise ``CheckpointMismatchError`` naming (some of) the missing, unexpected and
+    shape-mismatched keys. mmengine's runner and mmdet's / mmseg's ``init_*`` load non-strictly."""
+    from mmengine.registry import MODELS
+    from mmengine.runner import load_checkpoint
+
+    from mmvssm.utils.checkpoint import CheckpointMismatchError
+    model = MODELS.build(deepcopy(cfg.model))
+    try:
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+    except RuntimeError as e:
+        msg = str(e)
+        if not msg.startswith('The model and loaded state dict do not match'):
+            raise
+        kinds = {'missing': [], 'unexpected': [], 'shape': [], 'other': []}
+        for line in msg.splitlines()[1:]:
+            head, _, keys = line.partition(' in source state_dict: ')
+            size = re.match(r'size mismatch for (\S+): copying a param with shape '
+                            r'torch.Size\((.*)\) from checkpoint, the shape in current model is '
+                            r'torch.Size\((.*)\)', line)
+            if keys and head in ('missing keys', 'unexpected key'):
+                kinds[head.split()[0]] += keys.split(', ')
+            elif size:
+                kinds['shape'].append('{} (checkpoint {}, model {})'.format(*size.groups()))
+            elif line.strip():
+                kinds['other'].append(line.strip())
+        lines = [f'  {title} ({len(kinds[k])}): {_shown(kinds[k])}' for k, title in (
+            ('missing', 'missing in the checkpoint'), ('unexpected', 'not in the model'),
+            ('shape', 'shape mismatch'), ('other', 'other')) if kinds[k]]
+        raise CheckpointMismatchError(
+            f'checkpoint {checkpoint} does not match the model of '
+            f'{config_name or "the config"} (its state_dict, a module. prefix stripped):\n'
+            + '\n'.join(lines) + '\nIs it a checkpoint of another model, or of this one with '
+            'other settings (num_classes, --cfg-options)? Pass the checkpoint tools/train.py saved '
+            'for this config, or --non-strict to load only its matching weights anyway.') from None
+    finally:
+        del model
 
 
 def build_runner(cfg):

@@ -245,7 +245,7 @@ class VSSM(StagedBackbone):
         return getattr(self, f'outnorm{i}', None)
 
     def _out_map(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        out = getattr(self, f'outnorm{i}')(x) if self.out_norm else x
+        out = self._out_norm(i)(x) if self.out_norm else x
         return (out if self.channel_first else out.permute(0, 3, 1, 2)).contiguous()
 
     # ----- layer-wise lr decay (num_layers = sum(depths)) -------------------------------

@@ -117,11 +117,12 @@ def test_train_checkpoints_load_strictly(toy_dir, ckpts, monkeypatch):
     test = _tool('test')
     test.main([SEG_DEMO, ckpts['seg'], '--work-dir', 'strict_seg'])
     assert 'mIoU' in _latest_log('strict_seg')
-    test.check_checkpoint(_cfg(DET_DEMO), ckpts['det'])
+    train = _tool('train')  # the tools' shared helpers
+    train.check_checkpoint(_cfg(DET_DEMO), ckpts['det'])
     ck = torch.load(ckpts['seg'], map_location='cpu')
     assert 'ema_state_dict' in ck
     torch.save({'module.' + k: v for k, v in ck['state_dict'].items()}, 'bare_module.pth')
-    test.check_checkpoint(_cfg(SEG_DEMO), 'bare_module.pth')
+    train.check_checkpoint(_cfg(SEG_DEMO), 'bare_module.pth')
 
 
 def _cfg(path):
