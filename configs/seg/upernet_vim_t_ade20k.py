@@ -4,7 +4,10 @@
 # output (``feature_source='hidden'``, the official ``use_residual_as_feature=False`` of the
 # Vim-T config), the ``fpn1..fpn4`` deconvolution pyramid (``DeconvPyramid``, SyncBN as
 # official and as the heads), UPerHead with 192 channels (not the usual 512: that is why
-# the model has 13M parameters), auxiliary FCNHead on level 3, drop path 0.1.
+# the model has 13M parameters), auxiliary FCNHead on level 3, drop path 0.1. Built here it has
+# 12.15M: the official 12,901,100 (vim-t-upernet.txt) counts a fixed (1, 64*64, 192) position
+# table of a model built for 1024x1024 inputs; mmvssm keeps the checkpoint's (1, 197, 192) grid and
+# resizes it online. Every other module matches (tests/configs: the official count, exactly).
 # Recipe: the paper's (App. B): AdamW lr 6e-5, weight decay 0.01, batch 16, 160k iterations,
 # warm-up 1500 -- which is configs/_base_/seg/upernet_160k_ade20k.py -- plus the layer-wise lr
 # decay of the released config (0.92 for Ti; here applied to the Mamba blocks, which the official

@@ -267,3 +267,18 @@ def test_list_neck_builds_a_sequential():
     assert isinstance(neck, Sequential)
     outs = neck((torch.randn(1, 8, 5, 7), ) * 4)
     assert [tuple(o.shape[-2:]) for o in outs] == [(20, 28), (10, 14), (5, 7), (3, 4), (2, 2)]
+
+
+def test_vim_t_upernet_matches_the_official_parameter_count():
+    """Vim-T UperNet is the official model module for module (hustvl/Vim's
+    ``seg/tools/analysis_tools/vim-t-upernet.txt``: 12,901,100 parameters). The only difference is the
+    position embedding: the official count is of a model built for 1024x1024 inputs, with a fixed
+    (1, 64*64, 192) table and no cls token, where mmvssm keeps the checkpoint's (1, 197, 192) grid (with
+    its middle cls token) and resizes it online."""
+    cfg = _load('seg/upernet_vim_t_ade20k.py')
+    _strip_pretrained(cfg)
+    model = build_model(cfg)
+    bb = model.backbone
+    total = sum(p.numel() for p in model.parameters())
+    assert tuple(bb.pos_embed.shape) == (1, 197, 192) and tuple(bb.cls_token.shape) == (1, 1, 192)
+    assert total - bb.pos_embed.numel() - bb.cls_token.numel() + 64 * 64 * 192 == 12_901_100
