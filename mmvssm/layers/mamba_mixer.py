@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import selective_scan
+from ..ops import is_compiling, selective_scan
 from ..ops.causal_conv1d import causal_conv1d_silu
 from ..ops.scan_orders import VIM_ORDERS, to_sequence
 
@@ -73,7 +73,7 @@ def _order_index(direction: str, hw: Optional[Tuple[int, int]], seq_len: int,
             raise ValueError(f'MambaMixer: direction {direction!r} needs the token grid (H, W)')
         h, w = hw
         n_extra = seq_len - h * w
-        if n_extra not in (0, 1) or (n_extra == 1) != (cls_index is not None):
+        if n_extra != (0 if cls_index is None else 1):  # one extra token: the cls token
             raise ValueError(f'MambaMixer: {seq_len} tokens do not match a {h}x{w} grid '
                              f'with cls_index={cls_index}')
         pos = torch.arange(h * w, device=device)  # sequence position of patch i (row-major)
@@ -203,10 +203,12 @@ class MambaMixer(nn.Module):
         """``x``: ``(B, L, D)``; ``hw``: patch grid (needed by the column directions);
         ``cls_index``: index of the one extra (cls) token in the sequence, if any."""
         b, seq_len, _ = x.shape
-        seq_len = int(seq_len)  # a plain int under jit tracing too (FLOP counting)
         k, di, n, r = len(self.directions), self.d_inner, self.d_state, self.dt_rank
-        hw = None if hw is None else (int(hw[0]), int(hw[1]))
-        orders = [_order(d, hw, seq_len, cls_index, x.device) for d in self.directions]
+        if not is_compiling():  # plain ints under jit tracing too (FLOP counting); symbolic when compiling
+            seq_len = int(seq_len)
+            hw = None if hw is None else (int(hw[0]), int(hw[1]))
+        order = _order.__wrapped__ if is_compiling() else _order  # compiled graphs keep the index math
+        orders = [order(d, hw, seq_len, cls_index, x.device) for d in self.directions]
         grad = torch.is_grad_enabled()
         if grad:
             # under autograd a Linear: the broadcast matmul below kept every block's activations

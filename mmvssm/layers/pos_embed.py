@@ -14,6 +14,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import torch
 from timm.layers import resample_abs_pos_embed
 
+from ..ops import is_compiling
 from ..utils.checkpoint import CheckpointMismatchError
 
 
@@ -50,9 +51,10 @@ def resize_grid_pos_embed(patch_pos: torch.Tensor, old_hw: Sequence[int],
     ``get_abs_pos`` compute. timm's default (antialiased, whose bicubic kernel differs in
     enlarging too) was used before 857f818: models fine-tuned with it see embeddings about 1%
     different (relative norm, smooth embeddings) at sizes other than the stored grid."""
-    old_hw, new_hw = tuple(int(v) for v in old_hw), tuple(int(v) for v in new_hw)
-    if old_hw == new_hw:
-        return patch_pos
+    if not is_compiling():  # ints and this early-out would pin a compiled / exported graph to one size
+        old_hw, new_hw = tuple(int(v) for v in old_hw), tuple(int(v) for v in new_hw)
+        if old_hw == new_hw:
+            return patch_pos
     return resample_abs_pos_embed(patch_pos, list(new_hw), old_size=list(old_hw),
                                   num_prefix_tokens=0, antialias=False)
 
@@ -93,7 +95,7 @@ class PosEmbedCache:
     def get(self, param: torch.Tensor, key: tuple, compute: Callable[[], torch.Tensor]):
         if param.requires_grad and torch.is_grad_enabled():
             return compute()
-        if param.device.type == 'meta':
+        if param.device.type == 'meta' or is_compiling():  # compiled graphs compute it (no data_ptr)
             return compute()
         stamp = (param.data_ptr(), param._version, param.device, param.dtype)
         full_key = tuple(key) + stamp

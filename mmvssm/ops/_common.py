@@ -22,6 +22,14 @@ def no_autocast(device_type):
         yield
 
 
+def is_compiling():
+    """Whether ``torch.compile`` / ``torch.export`` is tracing (``torch.compiler.is_compiling`` is torch >= 2.3)."""
+    fn = getattr(torch.compiler, 'is_compiling', None)
+    if fn is None:
+        from torch._dynamo import is_compiling as fn
+    return fn()
+
+
 def as_4d(t):
     """(B, N, L) -> (B, 1, N, L) view; (B, G, N, L) unchanged."""
     return t.unsqueeze(1) if t.dim() == 3 else t

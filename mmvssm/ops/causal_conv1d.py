@@ -2,13 +2,14 @@
 
 :func:`causal_conv1d_silu` runs the fused C++ forward of ``mmvssm._C`` when no gradient is needed
 (inference: fp32 CPU tensors), and ``F.conv1d`` + SiLU otherwise (training, other dtypes and
-devices, tracing for FLOP counts), which autograd differentiates.
+devices, tracing for FLOP counts, ``torch.compile`` / ``torch.export``), which autograd differentiates.
 """
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
+from ._common import is_compiling
 from .scan_cpu import load_cpu_extension
 
 
@@ -30,7 +31,7 @@ def _fused_ok(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
     tensors = [x, weight] + ([bias] if bias is not None else [])
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting():
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or is_compiling():
         return False
     return (all(t.device.type == 'cpu' and t.dtype == torch.float32 for t in tensors)
             and weight.shape[1] <= 8 and load_cpu_extension()[0] is not None)

@@ -64,19 +64,21 @@ class SelectiveScanRef(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, dlast):
+        # torch.func.vjp, not enable_grad + autograd.grad: it also differentiates inside a custom op's
+        # kernel (scan_custom_op), where ATen's autograd keys are excluded
         saved = ctx.saved_tensors
         cdt = torch.float64 if saved[0].dtype == torch.float64 else torch.float32
-        with torch.enable_grad(), no_autocast(saved[0].device.type):
-            leaves = [None if t is None else t.detach().to(cdt).requires_grad_(True) for t in saved]
-            out, _ = selective_scan_ref_math(*leaves, delta_softplus=ctx.delta_softplus)
-            present = [t for t in leaves if t is not None]
-            grads = torch.autograd.grad(out, present, dout.to(cdt), allow_unused=True)
-        it = iter(grads)
-        result = []
-        for orig, leaf in zip(saved, leaves):
-            if leaf is None:
-                result.append(None)
-            else:
-                g = next(it)
-                result.append(None if g is None else g.to(orig.dtype))
+        args = [None if t is None else t.detach().to(cdt) for t in saved]
+        present = [i for i, t in enumerate(args) if t is not None]
+
+        def out_of(*tensors):
+            full = list(args)
+            for i, t in zip(present, tensors):
+                full[i] = t
+            return selective_scan_ref_math(*full, delta_softplus=ctx.delta_softplus)[0]
+
+        with no_autocast(saved[0].device.type):
+            _, vjp = torch.func.vjp(out_of, *(args[i] for i in present))
+            grads = dict(zip(present, vjp(dout.to(cdt))))
+        result = [None if i not in grads else grads[i].to(t.dtype) for i, t in enumerate(saved)]
         return (*result, None, None)

@@ -15,29 +15,26 @@ Selection: explicit ``backend=`` > environment variable ``MMVSSM_SCAN_BACKEND`` 
 (CUDA tensors and ``selective_scan_cuda`` importable -> ``cuda``; else ``cpu`` when ``mmvssm._C`` is
 importable and the tensors are on the CPU; else ``torch``). ``selective_scan_cuda`` is never imported for
 CPU tensors.
+
+Under ``torch.compile`` / ``torch.export`` the same Functions run inside the ``torch.library`` custom op
+``mmvssm::selective_scan`` (:mod:`.scan_custom_op`), which those tracers can keep opaque.
 """
 import os
 import warnings
 
 import torch
 
-from ._common import no_autocast
+from ._common import is_compiling, no_autocast
 from .math_pages import map_math_constant_pages
-from .scan_cpu import SelectiveScanCpu, load_cpu_extension
-from .scan_cuda import SelectiveScanCuda, cuda_module_status, load_cuda_module
-from .scan_ref import SelectiveScanRef
-from .scan_torch import SelectiveScanTorch
+from .scan_cpu import load_cpu_extension
+from .scan_cuda import cuda_module_status, load_cuda_module
+from .scan_custom_op import SCAN_FUNCTIONS as _FUNCTIONS
+from .scan_custom_op import selective_scan_op
 
 BACKENDS = ('cuda', 'cpu', 'torch', 'ref')
 ENV_VAR = 'MMVSSM_SCAN_BACKEND'
 MAX_DSTATE = 256
 
-_FUNCTIONS = {
-    'cuda': SelectiveScanCuda,
-    'cpu': SelectiveScanCpu,
-    'torch': SelectiveScanTorch,
-    'ref': SelectiveScanRef,
-}
 #: Class names of the scan Functions, as they appear in traced graphs (``prim::PythonOp.<name>``).
 SCAN_FUNCTION_NAMES = tuple(f.__name__ for f in _FUNCTIONS.values())
 
@@ -205,6 +202,11 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     name = resolve_backend(backend, u.device)
     if u.device.type == 'cpu':
         map_math_constant_pages()  # every CPU backend timed in the same process state (see math_pages)
+    if selective_scan_op is not None and is_compiling():  # torch.compile / export: the custom op (scan_custom_op)
+        # no autocast region here: custom ops pass through autocast, and each backend disables it itself
+        out, last = selective_scan_op(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
+                                      bool(return_last_state), name)
+        return (out, last) if return_last_state else out
     fn = _FUNCTIONS[name]
     # whether a backward can follow (the cpu / torch forwards then keep chunk states); always while tracing:
     # the trace records the flag as a constant, and its graph may be checked or run under other grad modes

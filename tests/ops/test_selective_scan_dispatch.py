@@ -336,3 +336,23 @@ def test_extension_rejects_bad_tensors_without_crashing():
                      None, None, True, False, False)
     with pytest.raises(RuntimeError, match='checkpoint'):
         ext.scan_bwd(u, u, A, B, B, None, None, None, u, torch.zeros(3), True)
+
+
+def test_cuda_call_site_through_the_custom_op(fake_cuda):
+    """Under torch.compile / torch.export the cuda backend runs inside ``mmvssm::selective_scan``: the fake
+    (shape) kernel agrees with the real call (fp32 last state), and gradients reach the kernel's bwd."""
+    from mmvssm.ops.scan_custom_op import selective_scan_op
+    if selective_scan_op is None:
+        pytest.skip('torch < 2.4: no torch.library.custom_op')
+    inp = make_inputs(2, 8, 10, 4, 2, with_z=True, dtype=torch.bfloat16, seed=11)
+    args = [None if inp[k] is None else inp[k].clone().requires_grad_(True) for k in GRAD_NAMES]
+    torch.library.opcheck(torch.ops.mmvssm.selective_scan.default, (*args, True, True, 'cuda'))
+    fake_cuda.fwd_calls.clear()
+    fake_cuda.bwd_calls.clear()
+    out, last = selective_scan_op(*args, True, True, 'cuda')
+    assert out.dtype == torch.bfloat16 and last.dtype == torch.float32 and last.shape == (2, 8, 4)
+    assert len(fake_cuda.fwd_calls) == 1 and fake_cuda.fwd_calls[0][2].dtype == torch.float32  # A in fp32
+    out.float().sum().backward()
+    assert len(fake_cuda.bwd_calls) == 1
+    for arg, val in zip(args, (1, 2, 3, 4, 5, 6, 8, 7)):  # the fake bwd's constants (z is the 8)
+        assert arg.grad.dtype == arg.dtype and torch.all(arg.grad == val)

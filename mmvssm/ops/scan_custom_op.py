@@ -1,0 +1,106 @@
+"""The selective scan as ``torch.library`` custom ops, for ``torch.compile`` and ``torch.export``.
+
+Eager code calls the backends' ``torch.autograd.Function`` classes directly (FLOP counters attach to
+them in ``torch.jit`` traces). Those cannot be traced by ``torch.compile`` / ``torch.export``: the
+``cpu`` and ``cuda`` kernels read data pointers, which fake tensors do not have. While compiling,
+:func:`~mmvssm.ops.selective_scan` calls ``torch.ops.mmvssm.selective_scan`` instead: an opaque op
+with a fake (shape) kernel, which runs the same Function under the hood, so a compiled or exported
+graph computes exactly what eager code does.
+
+Backward: ``mmvssm::selective_scan_backward`` recomputes the forward (with the chunk states the
+backend saves) and differentiates it, because a custom op's outputs cannot carry the backends'
+internal saved state. In compiled training the scan therefore runs its forward twice (the cpu
+kernel's forward is about a quarter of its forward + backward time). Double backward is not
+supported, as in eager mode.
+"""
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ._common import compute_dtype
+from .scan_cpu import SelectiveScanCpu
+from .scan_cuda import SelectiveScanCuda
+from .scan_ref import SelectiveScanRef
+from .scan_torch import SelectiveScanTorch
+
+#: backend name -> its ``torch.autograd.Function`` class.
+SCAN_FUNCTIONS = {
+    'cuda': SelectiveScanCuda,
+    'cpu': SelectiveScanCpu,
+    'torch': SelectiveScanTorch,
+    'ref': SelectiveScanRef,
+}
+
+
+def _apply(backend, inputs, delta_softplus, return_last_state, grad_enabled):
+    """Run the backend's Function; ``grad_enabled`` tells the cpu / torch forwards to keep chunk states."""
+    extra = (grad_enabled,) if backend in ('cpu', 'torch') else ()
+    return SCAN_FUNCTIONS[backend].apply(*inputs, delta_softplus, return_last_state, *extra)
+
+
+def _last_state_dtype(u, backend):
+    return torch.float32 if backend == 'cuda' else compute_dtype(u.dtype)
+
+
+def _define_ops():
+    """Define ``mmvssm::selective_scan`` (with its fake kernel and autograd) and its backward op."""
+
+    @torch.library.custom_op('mmvssm::selective_scan', mutates_args=())
+    def selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                          z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
+                          return_last_state: bool, backend: str) -> Tuple[Tensor, Tensor]:
+        """``(out (batch, dim, L) in u's dtype, last state (batch, dim, N), or (0,) when not asked)``.
+
+        Arguments as :func:`~mmvssm.ops.selective_scan`; ``backend`` is a resolved name ('cpu', ...).
+        """
+        with torch.no_grad():
+            out, last = _apply(backend, (u, delta, A, B, C, D, z, delta_bias), delta_softplus,
+                               return_last_state, False)
+        if not return_last_state:
+            last = u.new_empty((0,), dtype=_last_state_dtype(u, backend))
+        return out, last
+
+    @selective_scan_op.register_fake
+    def _selective_scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, backend):
+        dtype = _last_state_dtype(u, backend)
+        last_shape = (u.shape[0], u.shape[1], A.shape[1]) if return_last_state else (0,)
+        return u.new_empty(u.shape), u.new_empty(last_shape, dtype=dtype)
+
+    @torch.library.custom_op('mmvssm::selective_scan_backward', mutates_args=())
+    def selective_scan_backward_op(dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                                   D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
+                                   delta_softplus: bool, backend: str) -> List[Tensor]:
+        """Gradients of the given (not None) inputs, in ``u, delta, A, B, C, D, z, delta_bias`` order, each
+        with its input's shape and dtype; the forward is recomputed."""
+        inputs = [None if t is None else t.detach().requires_grad_(True)
+                  for t in (u, delta, A, B, C, D, z, delta_bias)]
+        present = [t for t in inputs if t is not None]
+        with torch.enable_grad():
+            out, _ = _apply(backend, inputs, delta_softplus, False, True)
+            grads = torch.autograd.grad(out, present, dout, allow_unused=True)
+        return [torch.zeros_like(t) if g is None else g.contiguous() for t, g in zip(present, grads)]
+
+    @selective_scan_backward_op.register_fake
+    def _selective_scan_backward_fake(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
+        return [t.new_empty(t.shape) for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None]
+
+    def _setup_context(ctx, inputs, output):
+        *tensors, delta_softplus, _, backend = inputs
+        ctx.save_for_backward(*tensors)
+        ctx.delta_softplus, ctx.backend = delta_softplus, backend
+        ctx.present = [t is not None for t in tensors]
+
+    def _backward(ctx, dout, dlast):
+        grads = iter(selective_scan_backward_op(dout.contiguous(), *ctx.saved_tensors, ctx.delta_softplus,
+                                                ctx.backend))
+        result = [next(grads) if present else None for present in ctx.present]
+        return (*result, None, None, None)
+
+    selective_scan_op.register_autograd(_backward, setup_context=_setup_context)
+    return selective_scan_op
+
+
+#: ``torch.ops.mmvssm.selective_scan`` (None before torch 2.4: no ``torch.library.custom_op``; compiling
+#: then meets the Functions, as before).
+selective_scan_op = _define_ops() if hasattr(torch.library, 'custom_op') else None

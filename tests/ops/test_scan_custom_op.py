@@ -1,0 +1,101 @@
+"""The scan as ``torch.library`` custom ops: ``torch.compile`` and ``torch.export`` trace it.
+
+``torch.library.opcheck`` checks the schema, the fake (shape) kernel against the real one, the
+autograd registration and AOT dispatch; the rest checks that compiled and exported code computes
+what eager code does, values and gradients.
+"""
+import pytest
+import torch
+
+from mmvssm.ops import selective_scan
+from mmvssm.ops.scan_custom_op import SCAN_FUNCTIONS, selective_scan_op
+
+from ops_scan_cases import FP32_TOL, GRAD_NAMES, assert_close, assert_grad_close, ground_truth, make_inputs
+
+pytestmark = pytest.mark.skipif(selective_scan_op is None, reason='torch < 2.4: no torch.library.custom_op')
+
+CASES = {
+    'shared+z': dict(groups=None),
+    'grouped': dict(groups=2, with_z=False),
+    'bare': dict(groups=None, with_D=False, with_z=False, with_bias=False, softplus=False),
+}
+
+
+def _args(case, dtype=torch.float32, requires_grad=True):
+    inp = make_inputs(2, 8, 37, 4, dtype=dtype, seed=3, **CASES[case])
+    args = {k: None if inp[k] is None else inp[k].clone().requires_grad_(requires_grad) for k in GRAD_NAMES}
+    return inp, args
+
+
+@pytest.mark.parametrize('backend', ['cpu', 'torch', 'ref'])
+@pytest.mark.parametrize('case', list(CASES))
+@pytest.mark.parametrize('last', [False, True])
+def test_opcheck(backend, case, last):
+    inp, args = _args(case)
+    torch.library.opcheck(torch.ops.mmvssm.selective_scan.default,
+                          (*args.values(), inp['delta_softplus'], last, backend))
+
+
+@pytest.mark.parametrize('backend', ['cpu', 'torch'])
+def test_opcheck_backward_op(backend):
+    inp, args = _args('shared+z', requires_grad=False)
+    dout = torch.randn_like(args['u'])
+    torch.library.opcheck(torch.ops.mmvssm.selective_scan_backward.default,
+                          (dout, *args.values(), inp['delta_softplus'], backend))
+
+
+@pytest.mark.parametrize('backend', ['cpu', 'torch', 'ref'])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_op_computes_what_the_function_does(backend, dtype):
+    """Values, last state and every gradient through the op equal the backend's Function's, and both
+    match the float64 ground truth."""
+    inp, args = _args('shared+z', dtype=dtype)
+    sp = inp['delta_softplus']
+    extra = (True,) if backend in ('cpu', 'torch') else ()
+    present = [t for t in args.values() if t is not None]
+    out_f, last_f = SCAN_FUNCTIONS[backend].apply(*args.values(), sp, True, *extra)
+    dout = torch.randn_like(out_f)
+    grads_f = torch.autograd.grad(out_f, present, dout)
+    out_o, last_o = selective_scan_op(*args.values(), sp, True, backend)
+    grads_o = torch.autograd.grad(out_o, present, dout)
+    assert out_o.dtype == dtype and last_o.dtype == torch.float32 and last_o.shape == (2, 8, 4)
+    torch.testing.assert_close(out_o, out_f, rtol=0, atol=0)
+    torch.testing.assert_close(last_o, last_f, rtol=0, atol=0)
+    for name, g_o, g_f, t in zip(GRAD_NAMES, grads_o, grads_f, present):
+        assert g_o.dtype == t.dtype and g_o.shape == t.shape, name
+        torch.testing.assert_close(g_o, g_f, rtol=1e-6, atol=1e-6, msg=name)
+    if dtype == torch.float32:
+        ref_out, ref_last, ref_grads = ground_truth(inp, dout)
+        assert_close(out_o, ref_out, 'out', **FP32_TOL)
+        assert_close(last_o, ref_last, 'last_state', **FP32_TOL)
+        for name, g in zip(GRAD_NAMES, grads_o):
+            assert_grad_close(g, ref_grads[name], name, **FP32_TOL)
+
+
+@pytest.mark.parametrize('backend', ['cpu', 'torch'])
+def test_compiled_scan_matches_eager(backend):
+    """``torch.compile(fullgraph=True)`` (no graph break: the op is opaque) gives eager's values and gradients."""
+    inp, args = _args('grouped')
+
+    def f(u, delta, A, B, C, D, z, delta_bias):
+        out, last = selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True,
+                                   return_last_state=True, backend=backend)
+        return (out * 2).sum() + last.sum()
+
+    present = [t for t in args.values() if t is not None]
+    eager = f(*args.values())
+    g_eager = torch.autograd.grad(eager, present)
+    compiled = torch.compile(f, backend='aot_eager', fullgraph=True)(*args.values())
+    g_compiled = torch.autograd.grad(compiled, present)
+    torch.testing.assert_close(compiled, eager)
+    for g_c, g_e in zip(g_compiled, g_eager):
+        torch.testing.assert_close(g_c, g_e, rtol=1e-6, atol=1e-6)
+
+
+def test_jit_trace_keeps_the_function():
+    """``torch.jit`` traces (FLOP counting) still see the named Function, not the custom op."""
+    _, args = _args('grouped', requires_grad=False)
+    graph = torch.jit.trace(lambda *a: selective_scan(*a, backend='cpu'),
+                            tuple(args[k] for k in ('u', 'delta', 'A', 'B', 'C'))).graph
+    kinds = {n.kind() for n in graph.nodes()}
+    assert 'prim::PythonOp' in kinds and not any('mmvssm' in k for k in kinds)
