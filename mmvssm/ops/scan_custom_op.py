@@ -8,10 +8,10 @@ with a fake (shape) kernel, which runs the same Function under the hood, so a co
 graph computes exactly what eager code does.
 
 Backward: ``mmvssm::selective_scan_backward`` recomputes the forward (with the chunk states the
-backend saves) and differentiates it, because a custom op's outputs cannot carry the backends'
-internal saved state. In compiled training the scan therefore runs its forward twice (the cpu
-kernel's forward is about a quarter of its forward + backward time). Double backward is not
-supported, as in eager mode.
+backend saves) and differentiates it: the op returns only the scan's outputs, not the state each
+backend saves for its backward (a different set per backend). In compiled training the scan
+therefore runs its forward twice (the cpu kernel's forward is a fifth to a quarter of its
+forward + backward time). Double backward is not supported, as in eager mode.
 """
 from typing import List, Optional, Tuple
 
