@@ -204,10 +204,11 @@ class MambaMixer(nn.Module):
         ``cls_index``: index of the one extra (cls) token in the sequence, if any."""
         b, seq_len, _ = x.shape
         k, di, n, r = len(self.directions), self.d_inner, self.d_state, self.dt_rank
-        if not is_compiling():  # plain ints under jit tracing too (FLOP counting); symbolic when compiling
+        compiling = is_compiling()
+        if not compiling:  # plain ints under jit tracing too (FLOP counting); symbolic when compiling
             seq_len = int(seq_len)
             hw = None if hw is None else (int(hw[0]), int(hw[1]))
-        order = _order.__wrapped__ if is_compiling() else _order  # compiled graphs keep the index math
+        order = _order.__wrapped__ if compiling else _order  # compiled graphs keep the index math
         orders = [order(d, hw, seq_len, cls_index, x.device) for d in self.directions]
         grad = torch.is_grad_enabled()
         if grad:

@@ -214,7 +214,8 @@ def _check_evaluator(key: str, ev) -> List[str]:
 
 
 def _load_checkpoint(path: str):
-    """``path`` loaded as the tools load it (``weights_only`` + mmvssm's allow-list), cheaply.
+    """``path`` loaded as the tools load it (:func:`~mmvssm.utils.checkpoint.load_checkpoint_file`:
+    ``weights_only`` + mmvssm's allow-list), cheaply.
 
     A zip checkpoint (``torch.save``'s format) is loaded with ``mmap``: only its pickle is read.
     A legacy (pre-zip) pickle is loaded only up to :data:`MAX_LEGACY_CKPT_BYTES`, otherwise
@@ -222,24 +223,18 @@ def _load_checkpoint(path: str):
     """
     import warnings
 
-    import torch
-
-    from mmvssm.utils.safe_load import allow_official_checkpoint_globals
-    allow_official_checkpoint_globals()
+    from mmvssm.utils.checkpoint import load_checkpoint_file
     with open(path, 'rb') as f:
         head = f.read(16)
-    if head.startswith(b'PK\x03\x04'):
-        kw = dict(mmap=True)
-    elif head.startswith(b'\x80'):  # a pickle: torch's legacy format
-        if osp.getsize(path) > MAX_LEGACY_CKPT_BYTES:
-            return None
-        kw = {}
-    else:
+    zipped = head.startswith(b'PK\x03\x04')
+    if not zipped and not head.startswith(b'\x80'):  # b'\x80': a pickle, torch's legacy format
         raise ValueError(f'neither a torch.save zip archive nor a legacy torch pickle; '
                          f'starts with {head!r}')
+    if not zipped and osp.getsize(path) > MAX_LEGACY_CKPT_BYTES:
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        return torch.load(path, map_location='cpu', weights_only=True, **kw)
+        return load_checkpoint_file(path, map_location='cpu', mmap=zipped)
 
 
 def _check_checkpoint(key: str, path, resume: bool = False) -> List[str]:

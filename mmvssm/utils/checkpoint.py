@@ -70,9 +70,11 @@ def load_url_weights_only(url: str, map_location=None, model_dir: Optional[str] 
     return checkpoint
 
 
-def load_checkpoint_file(filename: str, map_location='cpu'):
+def load_checkpoint_file(filename: str, map_location='cpu', mmap: bool = False):
     """Load a checkpoint object from a local path (``~`` expanded), an http(s) URL, or any
-    scheme mmengine's ``CheckpointLoader`` knows (``open-mmlab://``, ``s3://``...)."""
+    scheme mmengine's ``CheckpointLoader`` knows (``open-mmlab://``, ``s3://``...).
+
+    ``mmap``: a local zip checkpoint is memory-mapped (its tensors are not read)."""
     remote = _SCHEME_RE.match(filename) is not None
     if not remote:
         filename = os.path.expanduser(filename)
@@ -86,7 +88,7 @@ def load_checkpoint_file(filename: str, map_location='cpu'):
         if filename.startswith(('http://', 'https://')):
             return load_url_weights_only(filename, map_location=map_location)
         if not remote:
-            return torch.load(filename, map_location=map_location, weights_only=True)
+            return torch.load(filename, map_location=map_location, weights_only=True, mmap=mmap)
         try:
             from mmengine.runner.checkpoint import CheckpointLoader
         except ImportError as e:
