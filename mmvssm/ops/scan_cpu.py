@@ -32,58 +32,92 @@ def _prep(t, dtype):
     return t.to(dtype).contiguous()
 
 
+def kernel_operands(u, delta, A, B, C, D, z, delta_bias):
+    """The kernel's operands ``(io_dtype, [u, delta, A, B, C, D, z, delta_bias])``: u / delta / z in
+    ``io_dtype``, the rest in the compute dtype, contiguous; B / C as (batch, G, N, L) with one G."""
+    cdt = compute_dtype(u.dtype)
+    io_dtype = u.dtype if u.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16) else cdt
+    if delta.dtype != io_dtype or (z is not None and z.dtype != io_dtype):
+        io_dtype = cdt
+    Bc, Cc = _prep(as_4d(B), cdt), _prep(as_4d(C), cdt)
+    if Bc.shape[1] != Cc.shape[1]:  # one shared, one grouped: broadcast the shared one
+        G = max(Bc.shape[1], Cc.shape[1])
+        Bc = Bc.expand(-1, G, -1, -1).contiguous()
+        Cc = Cc.expand(-1, G, -1, -1).contiguous()
+    return io_dtype, [_prep(u, io_dtype), _prep(delta, io_dtype), _prep(A, cdt), Bc, Cc, _prep(D, cdt),
+                      _prep(z, io_dtype), _prep(delta_bias, cdt)]
+
+
+def checkpoint_shape(u, A):
+    """Shape of the chunk checkpoints ``scan_fwd`` saves: (batch, ceil(L / K), N, dim), K = ``chunk_len(N)``."""
+    ext, _ = load_cpu_extension()
+    N = A.shape[1]
+    K = ext.chunk_len(int(N))
+    return (u.shape[0], torch.sym_max(1, (u.shape[2] + K - 1) // K), N, u.shape[1])
+
+
+def cpu_scan_forward(inputs, delta_softplus, return_last_state, save_checkpoints):
+    """``(out in u's dtype, last state (or (0,)), chunk checkpoints (or None), io_dtype, operands)``.
+
+    ``inputs``: ``u, delta, A, B, C, D, z, delta_bias`` as :func:`~mmvssm.ops.selective_scan` takes them.
+    """
+    ext, _ = load_cpu_extension()
+    u = inputs[0]
+    io_dtype, ops = kernel_operands(*inputs)
+    with no_autocast('cpu'):
+        out, last, ckpt = ext.scan_fwd(*ops, bool(delta_softplus), bool(return_last_state),
+                                       bool(save_checkpoints))
+    if out.dtype != u.dtype:
+        out = out.to(u.dtype)
+    if not return_last_state:
+        last = out.new_empty((0,), dtype=compute_dtype(u.dtype))
+    return out, last, (ckpt if save_checkpoints else None), io_dtype, ops
+
+
+def cpu_scan_backward(ops, ckpt, dout, delta_softplus, io_dtype, metas, needs):
+    """Gradients of the 8 inputs (None where ``needs[i]`` is False or the input was None), each in its
+    input's dtype and shape; ``metas[i]``: ``(dtype, shape)`` of input i, or None."""
+    ext, _ = load_cpu_extension()
+    with no_autocast('cpu'):
+        grads = ext.scan_bwd(*ops, dout.to(io_dtype).contiguous(), ckpt, bool(delta_softplus))
+    result = []
+    for i, (g, m) in enumerate(zip(grads, metas)):
+        if m is None or not needs[i]:
+            result.append(None)
+            continue
+        dtype, shape = m
+        if i in (3, 4):  # B / C: undo the (B, 1, N, L) view or the group broadcast
+            if len(shape) == 3:
+                g = g.sum(1)
+            elif g.shape[1] != shape[1]:
+                g = g.sum(1, keepdim=True)
+        result.append(g.to(dtype))
+    return result
+
+
+def input_metas(inputs):
+    """``(dtype, shape)`` of each input, None for absent ones (what :func:`cpu_scan_backward` restores)."""
+    return [None if t is None else (t.dtype, t.shape) for t in inputs]
+
+
 class SelectiveScanCpu(torch.autograd.Function):
     """Fused C++ CPU scan; backward recomputes each chunk from states saved every K steps."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, grad_enabled=True):
-        ext, _ = load_cpu_extension()
-        cdt = compute_dtype(u.dtype)
-        io_dtype = u.dtype if u.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16) else cdt
-        if delta.dtype != io_dtype or (z is not None and z.dtype != io_dtype):
-            io_dtype = cdt
-        uc, dc, zc = _prep(u, io_dtype), _prep(delta, io_dtype), _prep(z, io_dtype)
-        Ac, Dc, bc = _prep(A, cdt), _prep(D, cdt), _prep(delta_bias, cdt)
-        Bc, Cc = _prep(as_4d(B), cdt), _prep(as_4d(C), cdt)
-        if Bc.shape[1] != Cc.shape[1]:  # one shared, one grouped: broadcast the shared one
-            G = max(Bc.shape[1], Cc.shape[1])
-            Bc = Bc.expand(-1, G, -1, -1).contiguous()
-            Cc = Cc.expand(-1, G, -1, -1).contiguous()
+        inputs = (u, delta, A, B, C, D, z, delta_bias)
         # chunk checkpoints only when a backward can follow (needs_input_grad is also True under no_grad)
         needs_grad = bool(grad_enabled) and any(ctx.needs_input_grad[:8])
-        with no_autocast('cpu'):
-            out, last, ckpt = ext.scan_fwd(uc, dc, Ac, Bc, Cc, Dc, zc, bc, bool(delta_softplus),
-                                           bool(return_last_state), needs_grad)
+        out, last, ckpt, io_dtype, ops = cpu_scan_forward(inputs, delta_softplus, return_last_state, needs_grad)
         if needs_grad:
-            ctx.save_for_backward(uc, dc, Ac, Bc, Cc, Dc, zc, bc, ckpt)
-            ctx.meta = (delta_softplus, io_dtype, [None if t is None else (t.dtype, t.shape)
-                                                   for t in (u, delta, A, B, C, D, z, delta_bias)])
-        if out.dtype != u.dtype:
-            out = out.to(u.dtype)
-        if not return_last_state:
-            last = out.new_empty((0,), dtype=cdt)
+            ctx.save_for_backward(*ops, ckpt)
+            ctx.meta = (delta_softplus, io_dtype, input_metas(inputs))
         ctx.mark_non_differentiable(last)
         return out, last
 
     @staticmethod
     def backward(ctx, dout, dlast):
-        ext, _ = load_cpu_extension()
-        uc, dc, Ac, Bc, Cc, Dc, zc, bc, ckpt = ctx.saved_tensors
-        delta_softplus, io_dtype, meta = ctx.meta
-        with no_autocast('cpu'):
-            du, ddelta, dA, dB, dC, dD, dz, dbias = ext.scan_bwd(
-                uc, dc, Ac, Bc, Cc, Dc, zc, bc, dout.to(io_dtype).contiguous(), ckpt, bool(delta_softplus))
-        grads = [du, ddelta, dA, dB, dC, dD, dz, dbias]
-        result = []
-        for i, (g, m) in enumerate(zip(grads, meta)):
-            if m is None or not ctx.needs_input_grad[i]:
-                result.append(None)
-                continue
-            dtype, shape = m
-            if i in (3, 4):  # B / C: undo the (B, 1, N, L) view or the group broadcast
-                if len(shape) == 3:
-                    g = g.sum(1)
-                elif g.shape[1] != shape[1]:
-                    g = g.sum(1, keepdim=True)
-            result.append(g.to(dtype))
-        return (*result, None, None, None)
+        *ops, ckpt = ctx.saved_tensors
+        delta_softplus, io_dtype, metas = ctx.meta
+        grads = cpu_scan_backward(ops, ckpt, dout, delta_softplus, io_dtype, metas, ctx.needs_input_grad)
+        return (*grads, None, None, None)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mmvssm.ops import selective_scan
+from mmvssm.ops import scan_cpu
 from mmvssm.ops.scan_custom_op import SCAN_FUNCTIONS, selective_scan_op
 
 from ops_scan_cases import FP32_TOL, GRAD_NAMES, assert_close, assert_grad_close, ground_truth, make_inputs
@@ -30,18 +31,23 @@ def _args(case, dtype=torch.float32, requires_grad=True):
 @pytest.mark.parametrize('backend', ['cpu', 'torch', 'ref'])
 @pytest.mark.parametrize('case', list(CASES))
 @pytest.mark.parametrize('last', [False, True])
-def test_opcheck(backend, case, last):
+@pytest.mark.parametrize('save', [False, True])
+def test_opcheck(backend, case, last, save):
     inp, args = _args(case)
     torch.library.opcheck(torch.ops.mmvssm.selective_scan.default,
-                          (*args.values(), inp['delta_softplus'], last, backend))
+                          (*args.values(), inp['delta_softplus'], last, save, backend))
 
 
-@pytest.mark.parametrize('backend', ['cpu', 'torch'])
-def test_opcheck_backward_op(backend):
+@pytest.mark.parametrize('backend, save', [('cpu', False), ('cpu', True), ('torch', False)])
+def test_opcheck_backward_op(backend, save):
+    """The backward op from the cpu kernel's checkpoints, or recomputing the forward (empty ``saved``)."""
     inp, args = _args('shared+z', requires_grad=False)
+    sp = inp['delta_softplus']
+    _, _, saved = selective_scan_op(*args.values(), sp, False, save, backend)
+    assert saved.shape == ((2 * 1 * 4 * 8,) if save and backend == 'cpu' else (0,))  # L = 37: one chunk
     dout = torch.randn_like(args['u'])
     torch.library.opcheck(torch.ops.mmvssm.selective_scan_backward.default,
-                          (dout, *args.values(), inp['delta_softplus'], backend))
+                          (dout, *args.values(), saved, sp, backend))
 
 
 @pytest.mark.parametrize('backend', ['cpu', 'torch', 'ref'])
@@ -56,9 +62,10 @@ def test_op_computes_what_the_function_does(backend, dtype):
     out_f, last_f = SCAN_FUNCTIONS[backend].apply(*args.values(), sp, True, *extra)
     dout = torch.randn_like(out_f)
     grads_f = torch.autograd.grad(out_f, present, dout)
-    out_o, last_o = selective_scan_op(*args.values(), sp, True, backend)
+    out_o, last_o, saved = selective_scan_op(*args.values(), sp, True, True, backend)
     grads_o = torch.autograd.grad(out_o, present, dout)
     assert out_o.dtype == dtype and last_o.dtype == torch.float32 and last_o.shape == (2, 8, 4)
+    assert saved.shape == ((2 * 1 * 4 * 8,) if backend == 'cpu' else (0,))
     torch.testing.assert_close(out_o, out_f, rtol=0, atol=0)
     torch.testing.assert_close(last_o, last_f, rtol=0, atol=0)
     for name, g_o, g_f, t in zip(GRAD_NAMES, grads_o, grads_f, present):
@@ -72,24 +79,56 @@ def test_op_computes_what_the_function_does(backend, dtype):
             assert_grad_close(g, ref_grads[name], name, **FP32_TOL)
 
 
+class _CountingExtension:
+    """``mmvssm._C`` counting its ``scan_fwd`` / ``scan_bwd`` calls."""
+
+    def __init__(self, ext):
+        self.ext, self.calls = ext, []
+
+    def __getattr__(self, name):
+        attr = getattr(self.ext, name)
+        if name in ('scan_fwd', 'scan_bwd'):
+            def counted(*a, **k):
+                self.calls.append(name)
+                return attr(*a, **k)
+            return counted
+        return attr
+
+
 @pytest.mark.parametrize('backend', ['cpu', 'torch'])
-def test_compiled_scan_matches_eager(backend):
-    """``torch.compile(fullgraph=True)`` (no graph break: the op is opaque) gives eager's values and gradients."""
-    inp, args = _args('grouped')
+@pytest.mark.parametrize('dynamic', [False, True])
+def test_compiled_scan_matches_eager(backend, dynamic, monkeypatch):
+    """``torch.compile(fullgraph=True)`` (no graph break: the op is opaque) gives eager's values and gradients,
+    also with a symbolic sequence length (two lengths, one compilation); the cpu kernel's forward runs once
+    per forward + backward, as in eager mode (its checkpoints are an output of the op)."""
+    ext, _ = scan_cpu.load_cpu_extension()
+    counting = _CountingExtension(ext)
+    monkeypatch.setattr(scan_cpu, 'load_cpu_extension', lambda: (counting, None))
 
     def f(u, delta, A, B, C, D, z, delta_bias):
         out, last = selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True,
                                    return_last_state=True, backend=backend)
         return (out * 2).sum() + last.sum()
 
-    present = [t for t in args.values() if t is not None]
-    eager = f(*args.values())
-    g_eager = torch.autograd.grad(eager, present)
-    compiled = torch.compile(f, backend='aot_eager', fullgraph=True)(*args.values())
-    g_compiled = torch.autograd.grad(compiled, present)
-    torch.testing.assert_close(compiled, eager)
-    for g_c, g_e in zip(g_compiled, g_eager):
-        torch.testing.assert_close(g_c, g_e, rtol=1e-6, atol=1e-6)
+    from torch._dynamo.testing import CompileCounterWithBackend
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend('aot_eager')
+    compiled_f = torch.compile(f, backend=counter, fullgraph=True, dynamic=dynamic)
+    for length in ((37, 600) if dynamic else (37,)):
+        inp = make_inputs(2, 8, length, 4, seed=3, **CASES['grouped'])
+        args = [None if inp[k] is None else inp[k].clone().requires_grad_(True) for k in GRAD_NAMES]
+        present = [t for t in args if t is not None]
+        eager = f(*args)
+        g_eager = torch.autograd.grad(eager, present)
+        counting.calls.clear()
+        compiled = compiled_f(*args)
+        g_compiled = torch.autograd.grad(compiled, present)
+        torch.testing.assert_close(compiled, eager)
+        for g_c, g_e in zip(g_compiled, g_eager):
+            torch.testing.assert_close(g_c, g_e, rtol=1e-6, atol=1e-6)
+        if backend == 'cpu':
+            assert counting.calls == ['scan_fwd', 'scan_bwd'], length
+    assert counter.frame_count == 1
 
 
 def test_jit_trace_keeps_the_function():

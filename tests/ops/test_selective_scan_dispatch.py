@@ -346,13 +346,14 @@ def test_cuda_call_site_through_the_custom_op(fake_cuda):
         pytest.skip('torch < 2.4: no torch.library.custom_op')
     inp = make_inputs(2, 8, 10, 4, 2, with_z=True, dtype=torch.bfloat16, seed=11)
     args = [None if inp[k] is None else inp[k].clone().requires_grad_(True) for k in GRAD_NAMES]
-    torch.library.opcheck(torch.ops.mmvssm.selective_scan.default, (*args, True, True, 'cuda'))
+    torch.library.opcheck(torch.ops.mmvssm.selective_scan.default, (*args, True, True, True, 'cuda'))
     fake_cuda.fwd_calls.clear()
     fake_cuda.bwd_calls.clear()
-    out, last = selective_scan_op(*args, True, True, 'cuda')
+    out, last, saved = selective_scan_op(*args, True, True, True, 'cuda')
     assert out.dtype == torch.bfloat16 and last.dtype == torch.float32 and last.shape == (2, 8, 4)
+    assert saved.shape == (0,)  # the backward recomputes the forward (one more fwd call)
     assert len(fake_cuda.fwd_calls) == 1 and fake_cuda.fwd_calls[0][2].dtype == torch.float32  # A in fp32
     out.float().sum().backward()
-    assert len(fake_cuda.bwd_calls) == 1
+    assert len(fake_cuda.fwd_calls) == 2 and len(fake_cuda.bwd_calls) == 1
     for arg, val in zip(args, (1, 2, 3, 4, 5, 6, 8, 7)):  # the fake bwd's constants (z is the 8)
         assert arg.grad.dtype == arg.dtype and torch.all(arg.grad == val)
