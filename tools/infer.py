@@ -13,29 +13,20 @@ was found in (a file argument: its name), ``.png`` for segmentation. Folders are
 recursively, skipping ``--out-dir``. Before anything runs, an output that would overwrite an input
 image, or two inputs painted to the same output, is refused.
 
-CHECKPOINT must match the model of CONFIG: it is loaded strictly first (``tools/train.py``'s
-``check_checkpoint``), a mismatch is an error listing the missing / unexpected / shape-mismatched
-keys (``--non-strict``: load the matching part anyway, as mmdet / mmseg do).
+CHECKPOINT must match the model of CONFIG: it is loaded strictly first
+(``mmvssm.mm.run_setup.check_checkpoint``), a mismatch is an error listing the missing /
+unexpected / shape-mismatched keys (``--non-strict``: load the matching part anyway, as mmdet /
+mmseg do).
 
 Offline: the weights come from CHECKPOINT only. ``init_detector`` / ``init_model`` never call
 ``init_weights`` and clear the backbone's ``init_cfg``; this script also drops every other
 ``Pretrained`` ``init_cfg`` of the config, so no ImageNet checkpoint is downloaded.
 """
 import argparse
-import importlib.util
 import os
 import os.path as osp
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
-
-
-def _train_module():
-    """``tools/train.py`` loaded by path (shared helpers; no ``tools`` package needed)."""
-    spec = importlib.util.spec_from_file_location(
-        '_mmvssm_tools_train', osp.join(osp.dirname(osp.abspath(__file__)), 'train.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_args(argv=None):
@@ -113,25 +104,21 @@ def plan_outputs(images, out_dir, suffix=None):
 
 
 def drop_pretrained(obj) -> int:
-    """Set every ``init_cfg`` of type ``Pretrained`` in a config tree to None."""
+    """Set every ``init_cfg`` of type ``Pretrained`` (and every ``pretrained``) in a config tree to None."""
+    from mmvssm.mm.run_setup import config_dicts
     n = 0
-    if isinstance(obj, dict):
-        ic = obj.get('init_cfg')
+    for d in config_dicts(obj):
+        ic = d.get('init_cfg')
         if isinstance(ic, dict) and ic.get('type') == 'Pretrained':
-            obj['init_cfg'] = None
+            d['init_cfg'] = None
             n += 1
-        if obj.get('pretrained'):
-            obj['pretrained'] = None
+        if d.get('pretrained'):
+            d['pretrained'] = None
             n += 1
-        for v in obj.values():
-            n += drop_pretrained(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            n += drop_pretrained(v)
     return n
 
 
-def infer_det(cfg, args, images, device, tools):
+def infer_det(cfg, args, images, device):
     import mmcv
     from mmdet.apis import inference_detector, init_detector
     from mmdet.registry import VISUALIZERS
@@ -153,7 +140,7 @@ def infer_det(cfg, args, images, device, tools):
     return outs
 
 
-def infer_seg(cfg, args, images, device, tools):
+def infer_seg(cfg, args, images, device):
     import mmcv
     from mmengine.model import revert_sync_batchnorm
     from mmseg.apis import inference_model, init_model
@@ -184,7 +171,7 @@ def main(argv=None):
     import torch
     from mmengine.config import Config
 
-    tools = _train_module()
+    from mmvssm.mm import run_setup as tools
     cfg = Config.fromfile(args.config)
     scope = tools.setup_scope(cfg)
     if args.cfg_options:
@@ -199,7 +186,7 @@ def main(argv=None):
     device = args.device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
     os.makedirs(args.out_dir, exist_ok=True)
     run = infer_det if scope == 'mmdet' else infer_seg
-    return run(cfg, args, images, device, tools)
+    return run(cfg, args, images, device)
 
 
 if __name__ == '__main__':

@@ -11,26 +11,16 @@ predicted label maps as PNGs into that directory (mmseg's ``IoUMetric(output_dir
 ``<work_dir>/<timestamp>/<show_dir>`` for detection and ``<show_dir>/vis_data/vis_image`` for
 segmentation (each toolbox's convention).
 
-CHECKPOINT must match the model of CONFIG (``tools/train.py``'s ``check_checkpoint``, before the
-runner is built):
-a mismatch is an error listing the missing / unexpected / shape-mismatched keys, where mmengine
-would load the matching part only (``--non-strict``) and evaluate a partly random model.
+CHECKPOINT must match the model of CONFIG (``mmvssm.mm.run_setup.check_checkpoint``, before
+the runner is built): a mismatch is an error listing the missing / unexpected / shape-mismatched
+keys, where mmengine would load the matching part only (``--non-strict``) and evaluate a partly
+random model.
 """
 import argparse
-import importlib.util
 import os
 import os.path as osp
 import warnings
 from copy import deepcopy
-
-
-def _train_module():
-    """``tools/train.py`` loaded by path (shared helpers; no ``tools`` package needed)."""
-    spec = importlib.util.spec_from_file_location(
-        '_mmvssm_tools_train', osp.join(osp.dirname(osp.abspath(__file__)), 'train.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_args(argv=None):
@@ -136,7 +126,7 @@ def _tta(cfg, scope):
 def main(argv=None):
     args = parse_args(argv)
     from mmengine.config import Config
-    tools = _train_module()
+    from mmvssm.mm import run_setup as tools
 
     cfg = Config.fromfile(args.config)
     scope = tools.setup_scope(cfg)

@@ -71,9 +71,7 @@ def test_metrics(work_dir):
 
 
 _INIT_CKPT = textwrap.dedent('''
-    import importlib.util, sys
-    spec = importlib.util.spec_from_file_location('_train', {train!r})
-    tools = importlib.util.module_from_spec(spec); spec.loader.exec_module(tools)
+    from mmvssm.mm import run_setup as tools
     from mmengine.config import Config
     cfg = Config.fromfile({config!r})
     tools.setup_scope(cfg)
@@ -97,8 +95,7 @@ _INIT_CKPT = textwrap.dedent('''
 
 def save_initial_checkpoint(config, work_dir, cwd):
     """The model a training run of ``config`` starts from (same seed), saved as iter_0.pth."""
-    code = _INIT_CKPT.format(train=osp.join(TOOLS, 'train.py'), config=str(config),
-                             work_dir=str(work_dir))
+    code = _INIT_CKPT.format(config=str(config), work_dir=str(work_dir))
     run([PY, '-c', code], cwd=cwd)
     return osp.join(str(work_dir), 'iter_0.pth')
 

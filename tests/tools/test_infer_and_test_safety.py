@@ -14,6 +14,7 @@ import textwrap
 import pytest
 from test_tools import ROOT, _latest_log, _tool, toy_dir  # noqa: F401  (toy_dir: a fixture)
 
+from mmvssm.mm import run_setup
 from mmvssm.utils.checkpoint import CheckpointMismatchError
 
 SEG_DEMO = osp.join(ROOT, 'configs', 'seg', 'demo', 'upernet_vim_t_toy_ade.py')
@@ -117,20 +118,18 @@ def test_train_checkpoints_load_strictly(toy_dir, ckpts, monkeypatch):
     test = _tool('test')
     test.main([SEG_DEMO, ckpts['seg'], '--work-dir', 'strict_seg'])
     assert 'mIoU' in _latest_log('strict_seg')
-    train = _tool('train')  # the tools' shared helpers
-    train.check_checkpoint(_cfg(DET_DEMO), ckpts['det'])
+    run_setup.check_checkpoint(_cfg(DET_DEMO), ckpts['det'])
     ck = torch.load(ckpts['seg'], map_location='cpu')
     assert 'ema_state_dict' in ck
     torch.save({'module.' + k: v for k, v in ck['state_dict'].items()}, 'bare_module.pth')
-    train.check_checkpoint(_cfg(SEG_DEMO), 'bare_module.pth')
+    run_setup.check_checkpoint(_cfg(SEG_DEMO), 'bare_module.pth')
 
 
 def _cfg(path):
     from mmengine.config import Config
     cfg = Config.fromfile(path)
-    train = _tool('train')
-    train.setup_scope(cfg)
-    train.adapt_to_device(cfg)
+    run_setup.setup_scope(cfg)
+    run_setup.adapt_to_device(cfg)
     return cfg
 
 

@@ -19,6 +19,8 @@ import pytest
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
 
+from mmvssm.mm import run_setup  # noqa: E402
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_CFG = osp.join(ROOT, 'tests', 'data', 'toy_mask_rcnn_r18_fpn.py')
 SEG_CFG = osp.join(ROOT, 'tests', 'data', 'toy_upernet_r18.py')
@@ -142,7 +144,7 @@ def test_unknown_scope_is_refused(tmp_path):
     f = tmp_path / 'cfg.py'
     f.write_text("model = dict(type='X')\n")
     with pytest.raises(ValueError, match='default_scope'):
-        _tool('train').setup_scope(Config.fromfile(str(f)))
+        run_setup.setup_scope(Config.fromfile(str(f)))
 
 
 def test_adapt_to_device_swaps_sync_bn(tmp_path, monkeypatch):
@@ -154,29 +156,27 @@ def test_adapt_to_device_swaps_sync_bn(tmp_path, monkeypatch):
                  "             head=dict(norm_cfg=dict(type='MMSyncBN')))\n"
                  "env_cfg = dict(cudnn_benchmark=True, dist_cfg=dict(backend='nccl'))\n")
     cfg = Config.fromfile(str(f))
-    train = _tool('train')
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
-    train.adapt_to_device(cfg)
+    run_setup.adapt_to_device(cfg)
     assert cfg.model.neck[0].norm_cfg.type == 'SyncBN'  # untouched with CUDA
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    train.adapt_to_device(cfg)
+    run_setup.adapt_to_device(cfg)
     assert cfg.model.neck[0].norm_cfg.type == 'BN' and cfg.model.head.norm_cfg.type == 'BN'
     assert cfg.env_cfg.cudnn_benchmark is False
     assert cfg.env_cfg.dist_cfg.backend == 'nccl'  # single process: no process group
     with pytest.raises(RuntimeError, match='pytorch'):
-        train.adapt_to_device(cfg, launcher='slurm')
+        run_setup.adapt_to_device(cfg, launcher='slurm')
 
 
 def test_close_distributed_destroys_the_process_group(tmp_path):
     """train.py / test.py end a distributed run by destroying its process group (a 1-process gloo
     group here); without one, close_distributed does nothing."""
     import torch.distributed as dist
-    train = _tool('train')
-    train.close_distributed()  # no group: a no-op
+    run_setup.close_distributed()  # no group: a no-op
     dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0, world_size=1)
     try:
         assert dist.is_initialized()
-        train.close_distributed()
+        run_setup.close_distributed()
         assert not dist.is_initialized()
     finally:
         if dist.is_initialized():
