@@ -41,6 +41,8 @@ import os.path as osp
 import re
 from typing import Iterable, List, Optional, Tuple
 
+from ..utils.checkpoint import is_remote, load_checkpoint_file
+
 #: COCO keys mmdet's ``CocoDataset`` / ``CocoMetric`` read from each entry.
 COCO_REQUIRED = {
     'images': ('id', 'file_name', 'width', 'height'),
@@ -54,8 +56,6 @@ MAX_JSON_BYTES = 256 * 1024 * 1024
 MAX_LEGACY_CKPT_BYTES = 256 * 1024 * 1024
 #: What mmengine's ``Runner.resume`` reads besides the weights (``meta.epoch`` / ``meta.iter``).
 RESUME_KEYS = ('meta', 'state_dict', 'message_hub')
-_REMOTE_PREFIXES = ('http://', 'https://', 'open-mmlab://', 'mmcls://', 'mmpretrain://',
-                    'torchvision://', 'modelzoo://', 's3://', 'pavi://', 'openmmlab://')
 
 
 class PreflightError(RuntimeError):
@@ -73,17 +73,13 @@ class DataLoadError(RuntimeError):
     """A data pipeline transform failed on a sample; the message names the sample's files."""
 
 
-def _is_remote(path: str) -> bool:
-    return isinstance(path, str) and (path.startswith(_REMOTE_PREFIXES) or '://' in path)
-
-
 def _abs(path: str) -> str:
     return osp.abspath(osp.expanduser(path))
 
 
 def _join(root: Optional[str], path: str) -> str:
     """mmengine's rule: a relative ``ann_file`` / prefix is joined to ``data_root``."""
-    if root and not osp.isabs(path) and not _is_remote(root):
+    if root and not osp.isabs(path) and not is_remote(root):
         return osp.join(root, path)
     return path
 
@@ -159,7 +155,7 @@ def _leaf_datasets(ds_cfg, key: str) -> List[Tuple[str, dict]]:
 def _check_dataset(key: str, ds: dict) -> List[str]:
     problems = []
     root = ds.get('data_root')
-    if root and not _is_remote(root) and not osp.isdir(root):
+    if root and not is_remote(root) and not osp.isdir(root):
         hint = ''
         if 'toy' in str(root):
             hint = ' (generate it: python tools/make_toy_data.py --out data/toy)'
@@ -167,7 +163,7 @@ def _check_dataset(key: str, ds: dict) -> List[str]:
     ann = ds.get('ann_file')
     if ann:
         path = _join(root, ann)
-        if not _is_remote(path):
+        if not is_remote(path):
             if not osp.isfile(path):
                 problems.append(f'{key}.ann_file: annotation file not found: {_abs(path)}')
             elif path.endswith('.json'):
@@ -180,7 +176,7 @@ def _check_dataset(key: str, ds: dict) -> List[str]:
             if not sub or not isinstance(sub, str):
                 continue
             path = _join(root, sub)
-            if _is_remote(path):
+            if is_remote(path):
                 continue
             if not osp.isdir(path):
                 problems.append(f'{key}.data_prefix.{name}: folder not found: {_abs(path)}')
@@ -203,7 +199,7 @@ def _check_evaluator(key: str, ev) -> List[str]:
     problems = []
     for i, e in enumerate(_evaluators(ev)):
         ann = e.get('ann_file')
-        if not ann or _is_remote(ann):
+        if not ann or is_remote(ann):
             continue
         k = key if isinstance(ev, dict) else f'{key}[{i}]'
         if not osp.isfile(ann):
@@ -223,7 +219,6 @@ def _load_checkpoint(path: str):
     """
     import warnings
 
-    from mmvssm.utils.checkpoint import load_checkpoint_file
     with open(path, 'rb') as f:
         head = f.read(16)
     zipped = head.startswith(b'PK\x03\x04')
@@ -240,7 +235,7 @@ def _load_checkpoint(path: str):
 def _check_checkpoint(key: str, path, resume: bool = False) -> List[str]:
     """Problems of a local checkpoint: missing, empty, unreadable; with ``resume``, not an
     mmengine training checkpoint (what ``Runner.resume`` reads)."""
-    if not path or not isinstance(path, str) or _is_remote(path):
+    if not path or not isinstance(path, str) or is_remote(path):
         return []
     path = osp.expanduser(path)  # as mmengine's and mmvssm's loaders
     if not osp.isfile(path):

@@ -37,6 +37,12 @@ class CheckpointMismatchError(RuntimeError):
 _SCHEME_RE = re.compile(r'^[A-Za-z][\w+.-]*:(//|[\w-]+://)')  # 's3://', 'open-mmlab:s3://'
 
 
+def is_remote(path) -> bool:
+    """Whether ``path`` names a file through a URI scheme (``https://``, ``s3://``,
+    ``open-mmlab://``, petrel's ``cluster:s3://``...) rather than the local file system."""
+    return isinstance(path, str) and _SCHEME_RE.match(path) is not None
+
+
 def load_url_weights_only(url: str, map_location=None, model_dir: Optional[str] = None,
                           progress: Optional[bool] = None):
     """An http(s) checkpoint through torch.hub's cache, unpickled with ``weights_only=True``.
@@ -75,7 +81,7 @@ def load_checkpoint_file(filename: str, map_location='cpu', mmap: bool = False):
     scheme mmengine's ``CheckpointLoader`` knows (``open-mmlab://``, ``s3://``...).
 
     ``mmap``: a local zip checkpoint is memory-mapped (its tensors are not read)."""
-    remote = _SCHEME_RE.match(filename) is not None
+    remote = is_remote(filename)
     if not remote:
         filename = os.path.expanduser(filename)
         if not os.path.exists(filename):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mmvssm.backbones import VSSM, Vim
-from mmvssm.utils.checkpoint import (CheckpointMismatchError, extract_state_dict,
+from mmvssm.utils.checkpoint import (CheckpointMismatchError, extract_state_dict, is_remote,
                                      load_checkpoint_file)
 
 VSSM_SMALL = dict(depths=[1, 1, 1, 1], dims=8, d_state=2)
@@ -84,6 +84,21 @@ def test_home_relative_paths(tmp_path, monkeypatch):
     pre = pytest.importorskip('mmvssm.mm.preflight')
     assert pre._check_checkpoint('load_from', '~/c.pth') == []
     assert 'not found' in pre._check_checkpoint('load_from', '~/missing.pth')[0]
+
+
+@pytest.mark.parametrize('path, remote', [
+    ('https://x.org/a.pth', True), ('s3://bucket/a.pth', True), ('open-mmlab://resnet50', True),
+    ('cluster:s3://bucket/a.pth', True), ('/data/a.pth', False), ('work_dirs/a.pth', False),
+    ('~/a.pth', False), ('C:\\ckpt\\a.pth', False), ('/data/run://1/a.pth', False),
+    (None, False)])
+def test_remote_or_local(tmp_path, path, remote):
+    """One rule for the loader and the preflight: a URI scheme at the start, nothing else."""
+    assert is_remote(path) is remote
+    if not remote and path is not None:  # read locally: a missing file is named, not skipped
+        with pytest.raises(FileNotFoundError, match='checkpoint not found'):
+            load_checkpoint_file(path)
+        pre = pytest.importorskip('mmvssm.mm.preflight')
+        assert 'not found' in pre._check_checkpoint('load_from', path)[0]
 
 
 def test_explicit_key_keeps_only_tensors():
