@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import is_compiling, selective_scan
+from ..ops import is_compiling, selective_scan, traceable_only
 from ..ops.causal_conv1d import causal_conv1d_silu
 from ..ops.scan_orders import VIM_ORDERS, to_sequence
 
@@ -208,7 +208,8 @@ class MambaMixer(nn.Module):
         if not compiling:  # plain ints under jit tracing too (FLOP counting); symbolic when compiling
             seq_len = int(seq_len)
             hw = None if hw is None else (int(hw[0]), int(hw[1]))
-        order = _order.__wrapped__ if compiling else _order  # compiled graphs keep the index math
+        # compiled graphs keep the index math; no cached index tensor under a dispatch mode (fake tensors)
+        order = _order.__wrapped__ if traceable_only() else _order
         orders = [order(d, hw, seq_len, cls_index, x.device) for d in self.directions]
         grad = torch.is_grad_enabled()
         if grad:

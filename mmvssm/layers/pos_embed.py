@@ -14,7 +14,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import torch
 from timm.layers import resample_abs_pos_embed
 
-from ..ops import is_compiling
+from ..ops import is_compiling, traceable_only
 from ..utils.checkpoint import CheckpointMismatchError
 
 
@@ -95,7 +95,7 @@ class PosEmbedCache:
     def get(self, param: torch.Tensor, key: tuple, compute: Callable[[], torch.Tensor]):
         if param.requires_grad and torch.is_grad_enabled():
             return compute()
-        if param.device.type == 'meta' or is_compiling():  # compiled graphs compute it (no data_ptr)
+        if param.device.type == 'meta' or traceable_only():  # compiled graphs, fake tensors: computed
             return compute()
         stamp = (param.data_ptr(), param._version, param.device, param.dtype)
         full_key = tuple(key) + stamp

@@ -29,9 +29,9 @@ stock mmdet / mmseg ``get_flops.py`` count the scan too. For an explicit analyze
 import inspect
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-#: mmvssm's scan Functions (kept in step with ``mmvssm.ops.SCAN_FUNCTION_NAMES``, merged below).
-_MMVSSM_SCAN_NAMES = ('SelectiveScanRef', 'SelectiveScanTorch', 'SelectiveScanCpu',
-                      'SelectiveScanCuda')
+from ..ops import SCAN_FUNCTION_NAMES
+from ..ops.scan_flops import flops_selective_scan_fn
+
 #: Scan Functions of mamba-ssm and VMamba (``csms6s.py``), counted with the same formula.
 EXTERNAL_SCAN_NAMES = ('SelectiveScanFn', 'SelectiveScanMamba', 'SelectiveScanOflex',
                        'SelectiveScanCore', 'SelectiveScan', 'SelectiveScanEasy')
@@ -52,24 +52,7 @@ INNER_ARG_ORDER = ('xz', 'conv1d_weight', 'conv1d_bias', 'x_proj_weight', 'delta
 
 def scan_function_names() -> tuple:
     """All scan Function names that get the scan handle (mmvssm's and external ones)."""
-    names = list(_MMVSSM_SCAN_NAMES)
-    try:
-        from ..ops import SCAN_FUNCTION_NAMES
-    except ImportError:  # the op package is optional for counting other families' models
-        SCAN_FUNCTION_NAMES = ()
-    names += [n for n in SCAN_FUNCTION_NAMES if n not in names]
-    return tuple(names) + tuple(n for n in EXTERNAL_SCAN_NAMES if n not in names)
-
-
-def flops_selective_scan_fn(B: int, L: int, D: int, N: int, with_D: bool = True,
-                            with_Z: bool = False) -> int:
-    """VMamba's / mamba#110's count of one selective scan of ``D`` channels, ``L`` steps."""
-    flops = 9 * B * L * D * N
-    if with_D:
-        flops += B * D * L
-    if with_Z:
-        flops += B * D * L
-    return flops
+    return SCAN_FUNCTION_NAMES + tuple(n for n in EXTERNAL_SCAN_NAMES if n not in SCAN_FUNCTION_NAMES)
 
 
 # ----- reading a traced PythonOp ---------------------------------------------------------------

@@ -30,6 +30,14 @@ def is_compiling():
     return fn()
 
 
+def traceable_only():
+    """Whether only ATen / custom ops may run: while ``torch.compile`` / ``torch.export`` traces, or under
+    a ``TorchDispatchMode`` (``FlopCounterMode``, ``FakeTensorMode``, selective activation checkpointing...),
+    which sees those ops but not what a C++ kernel does inside an ``autograd.Function``. Then no data
+    pointer is read and no tensor is cached across calls (it could be a fake one)."""
+    return is_compiling() or torch._C._len_torch_dispatch_stack() > 0  # dynamo cannot trace the second
+
+
 def as_4d(t):
     """(B, N, L) -> (B, 1, N, L) view; (B, G, N, L) unchanged."""
     return t.unsqueeze(1) if t.dim() == 3 else t

@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._common import is_compiling
+from ._common import traceable_only
 from .scan_cpu import load_cpu_extension
 
 
@@ -31,7 +31,7 @@ def _fused_ok(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
     tensors = [x, weight] + ([bias] if bias is not None else [])
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or is_compiling():
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or traceable_only():
         return False
     return (all(t.device.type == 'cpu' and t.dtype == torch.float32 for t in tensors)
             and weight.shape[1] <= 8 and load_cpu_extension()[0] is not None)

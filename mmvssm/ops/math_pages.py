@@ -12,7 +12,7 @@ constants are loaded and their pages mapped: about 0.1 ms, once.
 """
 import torch
 
-from ._common import is_compiling
+from ._common import traceable_only
 
 _SPECIAL_VALUES = (-0.0, 0.0, -1.0, -2.0, 1.0, 100.0, -100.0, 89.0, -104.0, 1e-40, -1e-40, 1e30, -1e30,
                    float('inf'), float('-inf'), float('nan'))
@@ -38,5 +38,5 @@ def map_math_constant_pages():
 
 
 def _capturing_graph():
-    """Whether ``torch.jit`` traces or ``torch.compile`` compiles."""
-    return torch.jit.is_tracing() or is_compiling()
+    """Whether ``torch.jit`` traces, ``torch.compile`` compiles or a dispatch mode is active."""
+    return torch.jit.is_tracing() or traceable_only()

@@ -1,11 +1,13 @@
-"""The selective scan as ``torch.library`` custom ops, for ``torch.compile`` and ``torch.export``.
+"""The selective scan as ``torch.library`` custom ops, for ``torch.compile``, ``torch.export`` and
+dispatch modes.
 
 Eager code calls the backends' ``torch.autograd.Function`` classes directly (FLOP counters attach to
 them in ``torch.jit`` traces). Those cannot be traced by ``torch.compile`` / ``torch.export``: the
-``cpu`` and ``cuda`` kernels read data pointers, which fake tensors do not have. While compiling,
-:func:`~mmvssm.ops.selective_scan` calls ``torch.ops.mmvssm.selective_scan`` instead: an opaque op
-with a fake (shape) kernel, which runs the same Function under the hood, so a compiled or exported
-graph computes exactly what eager code does.
+``cpu`` and ``cuda`` kernels read data pointers, which fake tensors do not have; and a dispatch mode
+(``FlopCounterMode``, ``FakeTensorMode``) sees none of a C++ kernel's work. While compiling, or
+under a dispatch mode, :func:`~mmvssm.ops.selective_scan` calls ``torch.ops.mmvssm.selective_scan``
+instead: an opaque op with a fake (shape) kernel and FLOP formulas (``scan_flops``), which runs the
+same Function under the hood, so a compiled or exported graph computes exactly what eager code does.
 
 Backward: ``mmvssm::selective_scan_backward``. With the ``cpu`` backend the forward op also returns
 the kernel's chunk checkpoints (batch, ceil(L / K), N, dim), flattened, when ``save_for_backward`` is
@@ -16,6 +18,7 @@ The other backends return an empty tensor there, and their backward recomputes t
 the chunk states the backend saves) and differentiates it: their saved state is not one tensor of a
 shape the fake kernel could tell. Double backward is not supported, as in eager mode.
 """
+import contextlib
 import math
 from typing import List, Optional, Tuple
 
@@ -26,6 +29,7 @@ from ._common import compute_dtype
 from .scan_cpu import (SelectiveScanCpu, checkpoint_shape, cpu_scan_backward, cpu_scan_forward, input_metas,
                        kernel_operands)
 from .scan_cuda import SelectiveScanCuda
+from .scan_flops import register_torch_flop_formulas
 from .scan_ref import SelectiveScanRef
 from .scan_torch import SelectiveScanTorch
 
@@ -42,6 +46,18 @@ def _apply(backend, inputs, delta_softplus, return_last_state, grad_enabled):
     """Run the backend's Function; ``grad_enabled`` tells the cpu / torch forwards to keep chunk states."""
     extra = (grad_enabled,) if backend in ('cpu', 'torch') else ()
     return SCAN_FUNCTIONS[backend].apply(*inputs, delta_softplus, return_last_state, *extra)
+
+
+#: the dispatch key sets of plain eager code (read at import: no mode, no autocast region)
+_EAGER_KEYS = (torch._C._dispatch_tls_local_include_set(), torch._C._dispatch_tls_local_exclude_set())
+
+
+def _eager_dispatch_keys():
+    """Plain eager dispatch inside an op's kernel (as torch's leaf-function HOP does): a kernel runs with
+    the autograd keys excluded, and under a dispatch mode with every key above ``Python`` excluded
+    (functorch's too), so the recomputed forward would record no graph and ``torch.func`` would fail."""
+    guard = getattr(torch._C, '_ForceDispatchKeyGuard', None)
+    return contextlib.nullcontext() if guard is None else guard(*_EAGER_KEYS)
 
 
 def _last_state_dtype(u, backend):
@@ -99,7 +115,7 @@ def _define_ops():
             return [g for g in grads if g is not None]
         inputs = [None if t is None else t.detach().requires_grad_(True) for t in tensors]
         present = [t for t in inputs if t is not None]
-        with torch.enable_grad():
+        with _eager_dispatch_keys(), torch.enable_grad():
             out, _ = _apply(backend, inputs, delta_softplus, False, True)
             grads = torch.autograd.grad(out, present, dout, allow_unused=True)
         return [torch.zeros_like(t) if g is None else g.contiguous() for t, g in zip(present, grads)]
@@ -122,6 +138,7 @@ def _define_ops():
         return (*result, None, None, None, None)
 
     selective_scan_op.register_autograd(_backward, setup_context=_setup_context)
+    register_torch_flop_formulas(torch.ops.mmvssm.selective_scan, torch.ops.mmvssm.selective_scan_backward)
     return selective_scan_op
 
 

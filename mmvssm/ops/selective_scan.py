@@ -24,7 +24,7 @@ import warnings
 
 import torch
 
-from ._common import is_compiling, no_autocast
+from ._common import no_autocast, traceable_only
 from .math_pages import map_math_constant_pages
 from .scan_cpu import load_cpu_extension
 from .scan_cuda import cuda_module_status, load_cuda_module
@@ -202,7 +202,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     name = resolve_backend(backend, u.device)
     if u.device.type == 'cpu':
         map_math_constant_pages()  # every CPU backend timed in the same process state (see math_pages)
-    if selective_scan_op is not None and is_compiling():  # torch.compile / export: the custom op (scan_custom_op)
+    # torch.compile / export, and dispatch modes (FlopCounterMode, FakeTensorMode...): the custom op
+    # (scan_custom_op), which they can trace, count or run on fake tensors
+    if selective_scan_op is not None and traceable_only():
         # no autocast region here: custom ops pass through autocast, and each backend disables it itself
         inputs = (u, delta, A, B, C, D, z, delta_bias)
         save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)

@@ -89,3 +89,19 @@ def test_export_dynamic_size(name, one_thread):
         x = torch.randn(1, 3, *size)
         with torch.no_grad():
             _assert_same(exported.module()(x), model(x))
+
+
+@pytest.mark.parametrize('name', list(SMALL))
+def test_fake_tensor_shapes(name):
+    """Shape propagation under ``FakeTensorMode`` (real weights, fake input) gives eager's shapes, and
+    caches keep no fake tensor: eager calls afterwards still compute what they did before."""
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+    model = _build(name)
+    x = torch.randn(X)
+    with torch.no_grad():
+        refs = model(x)
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            fakes = model(mode.from_tensor(x))
+        _assert_same(model(x), refs)
+    assert all(isinstance(f, FakeTensor) for f in fakes)
+    assert [f.shape for f in fakes] == [r.shape for r in refs]
