@@ -71,6 +71,47 @@ def test_backbone_scans_are_counted(monkeypatch):
         eager = model(x)
         with FlopCounterMode(display=False) as counter:
             counted = model(x)
-    assert len(calls) >= 2  # two blocks, both directions
+    assert len(calls) == 2  # two blocks, both directions in one grouped call each
     assert counter.get_flop_counts()['Global'][FWD] == 2 * sum(calls)
     torch.testing.assert_close(counted, eager, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('save_scan', [True, False])
+def test_selective_activation_checkpointing(save_scan, monkeypatch):
+    """torch's selective activation checkpointing (a dispatch mode) can keep the scan's outputs
+    (``MUST_SAVE``): the recomputation then skips the kernel's forward. Gradients equal eager's."""
+    import functools
+
+    from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+
+    from mmvssm.backbones import Vim
+    from mmvssm.ops import scan_cpu
+    calls = []
+    ext, _ = scan_cpu.load_cpu_extension()
+
+    class Counting:
+        def __getattr__(self, name):
+            if name == 'scan_fwd':
+                calls.append(name)
+            return getattr(ext, name)
+
+    monkeypatch.setattr(scan_cpu, 'load_cpu_extension', lambda: (Counting(), None))
+    monkeypatch.setenv('MMVSSM_SCAN_BACKEND', 'cpu')
+    torch.manual_seed(0)
+    model = Vim(arch='tiny', depth=2, out_indices=(1,), drop_path_rate=0.0)
+    x = torch.randn(1, 3, 32, 48)
+    model(x)[0].sum().backward()
+    eager = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    scans = len(calls)
+    model.zero_grad()
+    calls.clear()
+
+    def policy(ctx, op, *args, **kwargs):
+        keep = save_scan and op == torch.ops.mmvssm.selective_scan.default
+        return CheckpointPolicy.MUST_SAVE if keep else CheckpointPolicy.PREFER_RECOMPUTE
+
+    context_fn = functools.partial(create_selective_checkpoint_contexts, policy)
+    checkpoint(lambda t: model(t)[0], x, use_reentrant=False, context_fn=context_fn).sum().backward()
+    assert scans == 2 and len(calls) == (scans if save_scan else 2 * scans)  # 2 blocks, both directions in one call
+    for g, e in zip([p.grad for p in model.parameters() if p.grad is not None], eager):
+        torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-6)
