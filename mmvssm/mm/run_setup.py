@@ -9,7 +9,6 @@ import os.path as osp
 import re
 from copy import deepcopy
 
-SCOPES = ('mmdet', 'mmseg')
 #: keys of each kind named in a checkpoint-mismatch error
 MAX_KEYS_SHOWN = 8
 
@@ -27,17 +26,13 @@ def setup_scope(cfg) -> str:
             f'config default_scope is {scope!r}; mmvssm tools run mmdet or mmseg configs '
             "(inherit a base from 'mmdet::' or 'mmseg::', or set default_scope)")
     register_all_modules(init_default_scope=True)
-    import mmvssm  # noqa: F401  (also imported by custom_imports; registers our modules)
+    # (mmvssm's modules are registered, and its checkpoint allow-list for torch >= 2.6's
+    # weights_only loading is in place: importing this package did both)
     # keep freed memory in the process: large CPU activations are otherwise page-faulted in again
     # on every iteration (mmvssm.utils.malloc); MMVSSM_ALLOCATOR=default keeps glibc's defaults
     if os.environ.get('MMVSSM_ALLOCATOR', 'retain') == 'retain':
-        from mmvssm.utils.malloc import retain_freed_memory
+        from ..utils.malloc import retain_freed_memory
         retain_freed_memory()
-    # torch >= 2.6 loads with weights_only=True (mmengine does not pass it): mmvssm's one
-    # allow-list lets official checkpoints and mmengine training checkpoints (--resume,
-    # load_from, test / infer CHECKPOINT) load, nothing else (`import mmvssm` registers it too)
-    from mmvssm.utils.safe_load import allow_official_checkpoint_globals
-    allow_official_checkpoint_globals()
     return scope
 
 
@@ -129,7 +124,7 @@ def check_checkpoint(cfg, checkpoint, config_name=None):
     from mmengine.registry import MODELS
     from mmengine.runner import load_checkpoint
 
-    from mmvssm.utils.checkpoint import CheckpointMismatchError
+    from ..utils.checkpoint import CheckpointMismatchError
     model = MODELS.build(deepcopy(cfg.model))
     try:
         load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
