@@ -43,6 +43,32 @@ def as_4d(t):
     return t.unsqueeze(1) if t.dim() == 3 else t
 
 
+def input_metas(inputs):
+    """``(dtype, shape)`` of each scan input, None for absent ones (what a kernel's gradients are cast back to)."""
+    return [None if t is None else (t.dtype, t.shape) for t in inputs]
+
+
+def grads_to_inputs(grads, metas, needs):
+    """A kernel's 8 gradients cast / reduced back to their inputs (``metas``: :func:`input_metas`); None where
+    ``needs[i]`` is False or input i was None."""
+    result = []
+    for i, (g, m) in enumerate(zip(grads, metas)):
+        if m is None or not needs[i]:
+            result.append(None)
+            continue
+        dtype, shape = m
+        result.append((bc_grad(g, shape) if i in (3, 4) else g).to(dtype))
+    return result
+
+
+def bc_grad(g, shape):
+    """A kernel's (B, G, N, L) gradient of B or C back to the input's ``shape``: (B, N, L) for a shared
+    one, summed over the groups it was broadcast to when only the other one was grouped."""
+    if len(shape) == 3:
+        return g.sum(1)
+    return g.sum(1, keepdim=True) if g.shape[1] != shape[1] else g
+
+
 _HUGE = 2 << 20
 _MADV_HUGEPAGE = 14
 _madvise = None

@@ -8,7 +8,7 @@ for fp64 inputs). Contiguous fp32 inputs are used in place, without any copy.
 """
 import torch
 
-from ._common import as_4d, compute_dtype, no_autocast
+from ._common import as_4d, compute_dtype, grads_to_inputs, input_metas, no_autocast
 
 _C = None
 _C_ERROR = None
@@ -80,24 +80,7 @@ def cpu_scan_backward(ops, ckpt, dout, delta_softplus, io_dtype, metas, needs):
     ext, _ = load_cpu_extension()
     with no_autocast('cpu'):
         grads = ext.scan_bwd(*ops, dout.to(io_dtype).contiguous(), ckpt, bool(delta_softplus))
-    result = []
-    for i, (g, m) in enumerate(zip(grads, metas)):
-        if m is None or not needs[i]:
-            result.append(None)
-            continue
-        dtype, shape = m
-        if i in (3, 4):  # B / C: undo the (B, 1, N, L) view or the group broadcast
-            if len(shape) == 3:
-                g = g.sum(1)
-            elif g.shape[1] != shape[1]:
-                g = g.sum(1, keepdim=True)
-        result.append(g.to(dtype))
-    return result
-
-
-def input_metas(inputs):
-    """``(dtype, shape)`` of each input, None for absent ones (what :func:`cpu_scan_backward` restores)."""
-    return [None if t is None else (t.dtype, t.shape) for t in inputs]
+    return grads_to_inputs(grads, metas, needs)
 
 
 class SelectiveScanCpu(torch.autograd.Function):

@@ -10,6 +10,8 @@ import sys
 
 import torch
 
+from ._common import as_4d, grads_to_inputs, input_metas
+
 _MODULE_NAME = 'selective_scan_cuda'
 _INSTALL_HINT = ("install mamba-ssm with its CUDA op: `pip install mmvssm[cuda]` "
                  "(`MAMBA_KEEP_CUDA_BUILD=TRUE pip install mamba-ssm --no-build-isolation` for mamba-ssm > 2.3.2)")
@@ -54,70 +56,78 @@ def _lastdim_contiguous(t):
     return t if t is None or t.stride(-1) == 1 else t.contiguous()
 
 
+def _module():
+    mod, reason = load_cuda_module()
+    if mod is None:
+        raise RuntimeError(reason)
+    return mod
+
+
+def cuda_io_dtype(dtype):
+    """The dtype the kernel reads u / delta / z / B / C in and writes out in: fp32, fp16 or bf16 as given,
+    anything else as fp32."""
+    return dtype if dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.float32
+
+
+def cuda_operands(u, delta, A, B, C, D, z, delta_bias):
+    """The kernel's operands ``[u, delta, A, B, C, D, z, delta_bias]``: u / delta / z / B / C in
+    :func:`cuda_io_dtype` with a unit last stride, A / D / delta_bias fp32 contiguous, B / C as
+    (batch, G, N, L) with one G."""
+    io = cuda_io_dtype(u.dtype)
+    u, delta = _lastdim_contiguous(u.to(io)), _lastdim_contiguous(delta.to(io))
+    z = None if z is None else _lastdim_contiguous(z.to(io))
+    B, C = as_4d(_lastdim_contiguous(B.to(io))), as_4d(_lastdim_contiguous(C.to(io)))
+    if B.shape[1] != C.shape[1]:  # one shared, one grouped: the kernel wants one group count
+        G = max(B.shape[1], C.shape[1])
+        B, C = B.expand(-1, G, -1, -1).contiguous(), C.expand(-1, G, -1, -1).contiguous()
+    D = None if D is None else D.float().contiguous()
+    delta_bias = None if delta_bias is None else delta_bias.float().contiguous()
+    return [u, delta, A.float().contiguous(), B, C, D, z, delta_bias]
+
+
+def chunk_states_shape(u, A):
+    """Shape of the chunk states ``x`` mamba-ssm's forward returns: (batch, dim, ceil(L / 2048), 2N), fp32."""
+    return (u.shape[0], u.shape[1], (u.shape[2] + 2047) // 2048, 2 * A.shape[1])
+
+
+def cuda_scan_forward(ops, delta_softplus):
+    """``(out (gated when z is given), last state (batch, dim, N) fp32, chunk states x, pre-gate out or None)``
+    from :func:`cuda_operands`; out and the pre-gate out in the kernel's dtype."""
+    u, delta, A, B, C, D, z, delta_bias = ops
+    out, x, *rest = _module().fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    last = x[:, :, -1, 1::2].clone().float()  # (batch, dim, dstate); not a view of the saved x
+    return (out, last, x, None) if z is None else (rest[0], last, x, out)
+
+
+def cuda_scan_backward(ops, x, out, dout, delta_softplus, metas, needs):
+    """Gradients of the 8 inputs (None where ``needs[i]`` is False or the input was None), each in its
+    input's dtype and shape (``metas``: ``input_metas``); ``x``, ``out``: what :func:`cuda_scan_forward`
+    returned (``out``: the pre-gate output, None without z)."""
+    u, delta, A, B, C, D, z, delta_bias = ops
+    dout = _lastdim_contiguous(dout.to(u.dtype))
+    du, ddelta, dA, dB, dC, dD, ddelta_bias, *rest = _module().bwd(
+        u, delta, A, B, C, D, z, delta_bias, dout, x, out, None, delta_softplus, False)
+    grads = [du, ddelta, dA, dB, dC, dD, rest[0] if z is not None else None, ddelta_bias]
+    return grads_to_inputs(grads, metas, needs)
+
+
 class SelectiveScanCuda(torch.autograd.Function):
     """mamba-ssm CUDA kernel: fwd(u, delta, A, B, C, D, z, delta_bias, softplus) (9 args),
     bwd(u, delta, A, B, C, D, z, delta_bias, dout, x, out, None, softplus, False) (14 args)."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
-        mod, reason = load_cuda_module()
-        if mod is None:
-            raise RuntimeError(reason)
-        in_dtype = u.dtype
-        if in_dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            u = u.float()
-        u = _lastdim_contiguous(u)
-        delta = _lastdim_contiguous(delta.to(u.dtype))
-        z = None if z is None else _lastdim_contiguous(z.to(u.dtype))
-        A = A.float().contiguous()
-        D = None if D is None else D.float().contiguous()
-        delta_bias = None if delta_bias is None else delta_bias.float().contiguous()
-        ctx.B_shape, ctx.C_shape = B.shape, C.shape
-        ctx.B_dtype, ctx.C_dtype = B.dtype, C.dtype
-        B = _lastdim_contiguous(B.to(u.dtype))
-        C = _lastdim_contiguous(C.to(u.dtype))
-        if B.dim() == 3:
-            B = B.unsqueeze(1)  # b n l -> b 1 n l
-        if C.dim() == 3:
-            C = C.unsqueeze(1)
-        if B.shape[1] != C.shape[1]:  # one shared, one grouped: the kernel wants one group count
-            G = max(B.shape[1], C.shape[1])
-            B, C = B.expand(-1, G, -1, -1).contiguous(), C.expand(-1, G, -1, -1).contiguous()
-        out, x, *rest = mod.fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-        ctx.delta_softplus = delta_softplus
-        ctx.has_z = z is not None
-        last_state = x[:, :, -1, 1::2].clone()  # (batch, dim, dstate); not a view of the saved x
-        if z is None:
-            ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, x)
-            result = out
-        else:
-            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, x, out)
-            result = rest[0]
-        last_state = last_state.float()
-        ctx.mark_non_differentiable(last_state)
-        return result.to(in_dtype), last_state
+        inputs = (u, delta, A, B, C, D, z, delta_bias)
+        ops = cuda_operands(*inputs)
+        out, last, x, out_pre = cuda_scan_forward(ops, delta_softplus)
+        ctx.save_for_backward(*ops, x, out_pre)
+        ctx.meta = (delta_softplus, input_metas(inputs))
+        ctx.mark_non_differentiable(last)
+        return out.to(u.dtype), last
 
     @staticmethod
     def backward(ctx, dout, dlast):
-        mod, reason = load_cuda_module()
-        if mod is None:
-            raise RuntimeError(reason)
-        if ctx.has_z:
-            u, delta, A, B, C, D, z, delta_bias, x, out = ctx.saved_tensors
-        else:
-            u, delta, A, B, C, D, delta_bias, x = ctx.saved_tensors
-            z, out = None, None
-        dout = _lastdim_contiguous(dout.to(u.dtype))
-        du, ddelta, dA, dB, dC, dD, ddelta_bias, *rest = mod.bwd(
-            u, delta, A, B, C, D, z, delta_bias, dout, x, out, None, ctx.delta_softplus, False)
-        dz = rest[0] if ctx.has_z else None
-        if len(ctx.B_shape) == 3:
-            dB = dB.sum(1)
-        elif dB.shape[1] != ctx.B_shape[1]:
-            dB = dB.sum(1, keepdim=True)
-        if len(ctx.C_shape) == 3:
-            dC = dC.sum(1)
-        elif dC.shape[1] != ctx.C_shape[1]:
-            dC = dC.sum(1, keepdim=True)
-        return (du, ddelta, dA, dB.to(ctx.B_dtype), dC.to(ctx.C_dtype), dD if D is not None else None,
-                dz, ddelta_bias if delta_bias is not None else None, None, None)
+        *ops, x, out_pre = ctx.saved_tensors
+        delta_softplus, metas = ctx.meta
+        grads = cuda_scan_backward(ops, x, out_pre, dout, delta_softplus, metas, ctx.needs_input_grad)
+        return (*grads, None, None)

@@ -9,14 +9,14 @@ under a dispatch mode, :func:`~mmvssm.ops.selective_scan` calls ``torch.ops.mmvs
 instead: an opaque op with a fake (shape) kernel and FLOP formulas (``scan_flops``), which runs the
 same Function under the hood, so a compiled or exported graph computes exactly what eager code does.
 
-Backward: ``mmvssm::selective_scan_backward``. With the ``cpu`` backend the forward op also returns
-the kernel's chunk checkpoints (batch, ceil(L / K), N, dim), flattened, when ``save_for_backward`` is
-set (a gradient will be asked), and the backward runs the kernel's backward on them, as the Function
-does. (Flat: a 4-d shape would make ``torch.compile`` guard on whether ceil(L / K) is 1, and compile
-again for longer sequences.)
-The other backends return an empty tensor there, and their backward recomputes the forward (with
-the chunk states the backend saves) and differentiates it: their saved state is not one tensor of a
-shape the fake kernel could tell. Double backward is not supported, as in eager mode.
+Backward: ``mmvssm::selective_scan_backward``. With the ``cpu`` and ``cuda`` backends the forward op
+also returns what the kernel keeps for its backward when ``save_for_backward`` is set (a gradient will
+be asked): the chunk states, flattened (cpu: (batch, ceil(L / K), N, dim) checkpoints; cuda:
+mamba-ssm's x, (batch, dim, ceil(L / 2048), 2N) fp32), and for cuda with z the pre-gate output; the
+backward op runs the kernel's backward on them, as the Functions do. (Flat: a 4-d shape would make
+``torch.compile`` guard on whether the chunk count is 1, and compile again for longer sequences.)
+The ``torch`` and ``ref`` backends return empty tensors there, and their backward recomputes the
+forward and differentiates it. Double backward is not supported, as in eager mode.
 """
 import contextlib
 import math
@@ -25,10 +25,10 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ._common import compute_dtype
-from .scan_cpu import (SelectiveScanCpu, checkpoint_shape, cpu_scan_backward, cpu_scan_forward, input_metas,
-                       kernel_operands)
-from .scan_cuda import SelectiveScanCuda
+from ._common import compute_dtype, input_metas
+from .scan_cpu import SelectiveScanCpu, checkpoint_shape, cpu_scan_backward, cpu_scan_forward, kernel_operands
+from .scan_cuda import (SelectiveScanCuda, chunk_states_shape, cuda_io_dtype, cuda_operands, cuda_scan_backward,
+                        cuda_scan_forward)
 from .scan_flops import register_torch_flop_formulas
 from .scan_ref import SelectiveScanRef
 from .scan_torch import SelectiveScanTorch
@@ -60,8 +60,54 @@ def _eager_dispatch_keys():
     return contextlib.nullcontext() if guard is None else guard(*_EAGER_KEYS)
 
 
-def _last_state_dtype(u, backend):
+def _state_dtype(u, backend):
+    """dtype of the last state and of the saved chunk states: fp32 for cuda, else the compute dtype."""
     return torch.float32 if backend == 'cuda' else compute_dtype(u.dtype)
+
+
+def _io_dtype(u, backend):
+    """dtype of the saved pre-gate output (cuda only; the empty placeholder elsewhere)."""
+    return cuda_io_dtype(u.dtype) if backend == 'cuda' else u.dtype
+
+
+def _saved_shapes(u, A, z, backend, save):
+    """Shapes of the op's ``saved`` (flat chunk states) and ``saved_out`` outputs."""
+    if not save or backend not in ('cpu', 'cuda'):
+        return (0,), (0,)
+    states = checkpoint_shape(u, A) if backend == 'cpu' else chunk_states_shape(u, A)
+    out_shape = tuple(u.shape) if backend == 'cuda' and z is not None else (0,)
+    return (math.prod(states),), out_shape
+
+
+def _forward(backend, inputs, delta_softplus, return_last_state, save):
+    """``(out, last state, saved, saved_out)``: the cpu / cuda kernels' state for their backward when
+    ``save`` (chunk states flat; cuda with z: its pre-gate output too), None where nothing is saved."""
+    u = inputs[0]
+    if backend == 'cpu':
+        out, last, ckpt, _, _ = cpu_scan_forward(inputs, delta_softplus, return_last_state, save)
+        return out, last, (ckpt.view(-1) if save else None), None
+    if backend == 'cuda' and save:
+        out, last, x, out_pre = cuda_scan_forward(cuda_operands(*inputs), delta_softplus)
+        return out.to(u.dtype), last, x.reshape(-1), None if out_pre is None else out_pre.contiguous()
+    with torch.no_grad():
+        out, last = _apply(backend, inputs, delta_softplus, return_last_state, False)
+    return out, last, None, None
+
+
+def _backward_from_saved(backend, tensors, saved, saved_out, dout, delta_softplus):
+    """The cpu / cuda kernels' backward on the state :func:`_forward` saved (all 8 gradients, None for
+    absent inputs), or None when nothing was saved."""
+    if backend not in ('cpu', 'cuda') or not saved.numel():
+        return None
+    u, A, z = tensors[0], tensors[2], tensors[6]
+    metas, needs = input_metas(tensors), [True] * 8
+    if backend == 'cpu':
+        io_dtype, ops = kernel_operands(*tensors)
+        ckpt = saved.view(checkpoint_shape(u, A))
+        return cpu_scan_backward(ops, ckpt, dout, delta_softplus, io_dtype, metas, needs)
+    x = saved.view(chunk_states_shape(u, A))
+    out_pre = saved_out if z is not None else None
+    return cuda_scan_backward(cuda_operands(*tensors), x, out_pre, dout, delta_softplus, metas, needs)
 
 
 def _define_ops():
@@ -71,47 +117,44 @@ def _define_ops():
     def selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                           z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
                           return_last_state: bool, save_for_backward: bool,
-                          backend: str) -> Tuple[Tensor, Tensor, Tensor]:
-        """``(out (batch, dim, L) in u's dtype, last state (batch, dim, N) or (0,) when not asked, saved)``.
+                          backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(out (batch, dim, L) in u's dtype, last state (batch, dim, N) or (0,) when not asked, saved,
+        saved_out)``.
 
         Arguments as :func:`~mmvssm.ops.selective_scan`; ``backend`` is a resolved name ('cpu', ...).
-        ``saved``: the cpu kernel's chunk checkpoints, flat, when ``save_for_backward``, else (0,).
+        ``saved``: the cpu / cuda kernels' chunk states, flat, when ``save_for_backward``, else (0,);
+        ``saved_out``: cuda with z, the pre-gate output, else (0,).
         """
         inputs = (u, delta, A, B, C, D, z, delta_bias)
-        if backend == 'cpu':
-            out, last, saved, _, _ = cpu_scan_forward(inputs, delta_softplus, return_last_state, save_for_backward)
-            saved = None if saved is None else saved.view(-1)
-        else:
-            with torch.no_grad():
-                out, last = _apply(backend, inputs, delta_softplus, return_last_state, False)
-            saved = None
+        out, last, saved, saved_out = _forward(backend, inputs, delta_softplus, return_last_state,
+                                               save_for_backward)
         if not return_last_state:
-            last = u.new_empty((0,), dtype=_last_state_dtype(u, backend))
+            last = u.new_empty((0,), dtype=_state_dtype(u, backend))
         if saved is None:
-            saved = u.new_empty((0,), dtype=compute_dtype(u.dtype))
-        return out, last, saved
+            saved = u.new_empty((0,), dtype=_state_dtype(u, backend))
+        if saved_out is None:
+            saved_out = u.new_empty((0,), dtype=_io_dtype(u, backend))
+        return out, last, saved, saved_out
 
     @selective_scan_op.register_fake
     def _selective_scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
                              save_for_backward, backend):
-        dtype = _last_state_dtype(u, backend)
         last_shape = (u.shape[0], u.shape[1], A.shape[1]) if return_last_state else (0,)
-        saved_shape = (math.prod(checkpoint_shape(u, A)),) if backend == 'cpu' and save_for_backward else (0,)
-        return (u.new_empty(u.shape), u.new_empty(last_shape, dtype=dtype),
-                u.new_empty(saved_shape, dtype=compute_dtype(u.dtype)))
+        saved_shape, out_shape = _saved_shapes(u, A, z, backend, save_for_backward)
+        state = _state_dtype(u, backend)
+        return (u.new_empty(u.shape), u.new_empty(last_shape, dtype=state), u.new_empty(saved_shape, dtype=state),
+                u.new_empty(out_shape, dtype=_io_dtype(u, backend)))
 
     @torch.library.custom_op('mmvssm::selective_scan_backward', mutates_args=())
     def selective_scan_backward_op(dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                                    D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
-                                   saved: Tensor, delta_softplus: bool, backend: str) -> List[Tensor]:
+                                   saved: Tensor, saved_out: Tensor, delta_softplus: bool,
+                                   backend: str) -> List[Tensor]:
         """Gradients of the given (not None) inputs, in ``u, delta, A, B, C, D, z, delta_bias`` order, each
-        with its input's shape and dtype: from ``saved`` (cpu checkpoints), else by recomputing the forward."""
+        with its input's shape and dtype: from ``saved`` / ``saved_out``, else by recomputing the forward."""
         tensors = (u, delta, A, B, C, D, z, delta_bias)
-        if backend == 'cpu' and saved.numel():
-            io_dtype, ops = kernel_operands(*tensors)
-            metas = input_metas(tensors)
-            ckpt = saved.view(checkpoint_shape(u, A))
-            grads = cpu_scan_backward(ops, ckpt, dout, delta_softplus, io_dtype, metas, [True] * 8)
+        grads = _backward_from_saved(backend, tensors, saved, saved_out, dout, delta_softplus)
+        if grads is not None:
             return [g for g in grads if g is not None]
         inputs = [None if t is None else t.detach().requires_grad_(True) for t in tensors]
         present = [t for t in inputs if t is not None]
@@ -121,18 +164,20 @@ def _define_ops():
         return [torch.zeros_like(t) if g is None else g.contiguous() for t, g in zip(present, grads)]
 
     @selective_scan_backward_op.register_fake
-    def _selective_scan_backward_fake(dout, u, delta, A, B, C, D, z, delta_bias, saved, delta_softplus, backend):
+    def _selective_scan_backward_fake(dout, u, delta, A, B, C, D, z, delta_bias, saved, saved_out, delta_softplus,
+                                      backend):
         return [t.new_empty(t.shape) for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None]
 
     def _setup_context(ctx, inputs, output):
         *tensors, delta_softplus, _, _, backend = inputs
-        ctx.save_for_backward(*tensors, output[2])
+        ctx.save_for_backward(*tensors, output[2], output[3])
+        ctx.mark_non_differentiable(*output[1:])  # last state and saved state: no gradient, as in eager mode
         ctx.delta_softplus, ctx.backend = delta_softplus, backend
         ctx.present = [t is not None for t in tensors]
 
-    def _backward(ctx, dout, dlast, dsaved):
-        *tensors, saved = ctx.saved_tensors
-        grads = iter(selective_scan_backward_op(dout.contiguous(), *tensors, saved, ctx.delta_softplus,
+    def _backward(ctx, dout, dlast, dsaved, dsaved_out):
+        *tensors, saved, saved_out = ctx.saved_tensors
+        grads = iter(selective_scan_backward_op(dout.contiguous(), *tensors, saved, saved_out, ctx.delta_softplus,
                                                 ctx.backend))
         result = [next(grads) if present else None for present in ctx.present]
         return (*result, None, None, None, None)

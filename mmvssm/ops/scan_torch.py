@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from ._common import as_4d, compute_dtype, empty_large, no_autocast
+from ._common import as_4d, bc_grad, compute_dtype, empty_large, no_autocast
 from .math_pages import map_math_constant_pages
 
 # Per-array memory budget (bytes) under which exp(delta A) and delta u B are precomputed for all steps.
@@ -416,14 +416,7 @@ class SelectiveScanTorch(torch.autograd.Function):
                               None if delta_bias is None else delta_bias.to(cdt), ctx.delta_softplus,
                               dout.to(cdt), H_in, y, ctx.T)
         du, ddelta, dA, dB, dC, dD, dz, dbias = grads
-        if B.dim() == 3:
-            dB = dB.sum(1)
-        elif dB.shape[1] != B.shape[1]:
-            dB = dB.sum(1, keepdim=True)
-        if C.dim() == 3:
-            dC = dC.sum(1)
-        elif dC.shape[1] != C.shape[1]:
-            dC = dC.sum(1, keepdim=True)
+        dB, dC = bc_grad(dB, B.shape), bc_grad(dC, C.shape)
         res = []
         for g, orig in zip((du, ddelta, dA, dB, dC, dD, dz, dbias), (u, delta, A, B, C, D, z, delta_bias)):
             res.append(None if orig is None or g is None else g.to(orig.dtype))

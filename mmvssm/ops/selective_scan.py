@@ -208,7 +208,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         # no autocast region here: custom ops pass through autocast, and each backend disables it itself
         inputs = (u, delta, A, B, C, D, z, delta_bias)
         save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
-        out, last, _ = selective_scan_op(*inputs, bool(delta_softplus), bool(return_last_state), save, name)
+        out, last, _, _ = selective_scan_op(*inputs, bool(delta_softplus), bool(return_last_state), save, name)
         return (out, last) if return_last_state else out
     fn = _FUNCTIONS[name]
     # whether a backward can follow (the cpu / torch forwards then keep chunk states); always while tracing:

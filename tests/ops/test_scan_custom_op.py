@@ -43,11 +43,12 @@ def test_opcheck_backward_op(backend, save):
     """The backward op from the cpu kernel's checkpoints, or recomputing the forward (empty ``saved``)."""
     inp, args = _args('shared+z', requires_grad=False)
     sp = inp['delta_softplus']
-    _, _, saved = selective_scan_op(*args.values(), sp, False, save, backend)
+    _, _, saved, saved_out = selective_scan_op(*args.values(), sp, False, save, backend)
     assert saved.shape == ((2 * 1 * 4 * 8,) if save and backend == 'cpu' else (0,))  # L = 37: one chunk
+    assert saved_out.shape == (0,)
     dout = torch.randn_like(args['u'])
     torch.library.opcheck(torch.ops.mmvssm.selective_scan_backward.default,
-                          (dout, *args.values(), saved, sp, backend))
+                          (dout, *args.values(), saved, saved_out, sp, backend))
 
 
 @pytest.mark.parametrize('backend', ['cpu', 'torch', 'ref'])
@@ -62,7 +63,8 @@ def test_op_computes_what_the_function_does(backend, dtype):
     out_f, last_f = SCAN_FUNCTIONS[backend].apply(*args.values(), sp, True, *extra)
     dout = torch.randn_like(out_f)
     grads_f = torch.autograd.grad(out_f, present, dout)
-    out_o, last_o, saved = selective_scan_op(*args.values(), sp, True, True, backend)
+    out_o, last_o, saved, saved_out = selective_scan_op(*args.values(), sp, True, True, backend)
+    assert out_o.requires_grad and not any(t.requires_grad for t in (last_o, saved, saved_out))
     grads_o = torch.autograd.grad(out_o, present, dout)
     assert out_o.dtype == dtype and last_o.dtype == torch.float32 and last_o.shape == (2, 8, 4)
     assert saved.shape == ((2 * 1 * 4 * 8,) if backend == 'cpu' else (0,))

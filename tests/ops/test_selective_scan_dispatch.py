@@ -114,7 +114,7 @@ class _FakeCuda(types.ModuleType):
 
     def __init__(self):
         super().__init__('selective_scan_cuda')
-        self.fwd_calls, self.bwd_calls = [], []
+        self.fwd_calls, self.fwd_results, self.bwd_calls = [], [], []
 
     def fwd(self, *args):
         self.fwd_calls.append(args)
@@ -126,6 +126,7 @@ class _FakeCuda(types.ModuleType):
         x = torch.zeros(batch, dim, n_chunks, 2 * A.shape[1], dtype=torch.float32)
         x[:, :, -1, 1::2] = last.float()
         out = ref_out.to(u.dtype)
+        self.fwd_results.append((x, out))
         if z is None:
             return [out, x]
         return [out, x, (ref_out * torch.nn.functional.silu(z.double())).to(u.dtype)]
@@ -338,22 +339,36 @@ def test_extension_rejects_bad_tensors_without_crashing():
         ext.scan_bwd(u, u, A, B, B, None, None, None, u, torch.zeros(3), True)
 
 
-def test_cuda_call_site_through_the_custom_op(fake_cuda):
+@pytest.mark.parametrize('with_z', [False, True])
+@pytest.mark.parametrize('save', [False, True])
+def test_cuda_call_site_through_the_custom_op(fake_cuda, with_z, save):
     """Under torch.compile / torch.export the cuda backend runs inside ``mmvssm::selective_scan``: the fake
-    (shape) kernel agrees with the real call (fp32 last state), and gradients reach the kernel's bwd."""
+    (shape) kernel agrees with the real call (fp32 last state; saved: mamba-ssm's x, (batch, dim,
+    ceil(L / 2048), 2N) fp32, flat, and with z the pre-gate output), and gradients reach the kernel's bwd,
+    which gets the saved x / out (without them the forward runs again)."""
     from mmvssm.ops.scan_custom_op import selective_scan_op
     if selective_scan_op is None:
         pytest.skip('torch < 2.4: no torch.library.custom_op')
-    inp = make_inputs(2, 8, 10, 4, 2, with_z=True, dtype=torch.bfloat16, seed=11)
+    inp = make_inputs(2, 8, 2100, 4, 2, with_z=with_z, dtype=torch.bfloat16, seed=11)  # 2 chunks of 2048
     args = [None if inp[k] is None else inp[k].clone().requires_grad_(True) for k in GRAD_NAMES]
-    torch.library.opcheck(torch.ops.mmvssm.selective_scan.default, (*args, True, True, True, 'cuda'))
+    torch.library.opcheck(torch.ops.mmvssm.selective_scan.default, (*args, True, True, save, 'cuda'))
     fake_cuda.fwd_calls.clear()
     fake_cuda.bwd_calls.clear()
-    out, last, saved = selective_scan_op(*args, True, True, True, 'cuda')
+    out, last, saved, saved_out = selective_scan_op(*args, True, True, save, 'cuda')
     assert out.dtype == torch.bfloat16 and last.dtype == torch.float32 and last.shape == (2, 8, 4)
-    assert saved.shape == (0,)  # the backward recomputes the forward (one more fwd call)
+    assert saved.dtype == torch.float32 and saved.shape == ((2 * 8 * 2 * 8,) if save else (0,))
+    assert saved_out.dtype == torch.bfloat16 and saved_out.shape == ((2, 8, 2100) if save and with_z else (0,))
     assert len(fake_cuda.fwd_calls) == 1 and fake_cuda.fwd_calls[0][2].dtype == torch.float32  # A in fp32
     out.float().sum().backward()
-    assert len(fake_cuda.fwd_calls) == 2 and len(fake_cuda.bwd_calls) == 1
-    for arg, val in zip(args, (1, 2, 3, 4, 5, 6, 8, 7)):  # the fake bwd's constants (z is the 8)
+    assert len(fake_cuda.fwd_calls) == (1 if save else 2) and len(fake_cuda.bwd_calls) == 1
+    (fwd_x, fwd_out) = fake_cuda.fwd_results[-1]
+    bargs = fake_cuda.bwd_calls[0]
+    assert torch.equal(bargs[9], fwd_x) and bargs[9].shape == (2, 8, 2, 8)
+    assert (bargs[10] is not None) == with_z and (not with_z or torch.equal(bargs[10], fwd_out))
+    if save:
+        torch.library.opcheck(torch.ops.mmvssm.selective_scan_backward.default,
+                              (torch.randn_like(out), *[None if t is None else t.detach() for t in args],
+                               saved, saved_out, True, 'cuda'))
+    values = (1, 2, 3, 4, 5, 6, 8, 7) if with_z else (1, 2, 3, 4, 5, 6, 7)  # the fake bwd's constants (z: 8)
+    for arg, val in zip([a for a in args if a is not None], values):
         assert arg.grad.dtype == arg.dtype and torch.all(arg.grad == val)
