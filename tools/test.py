@@ -18,7 +18,6 @@ random model.
 """
 import argparse
 import os
-import os.path as osp
 import warnings
 from copy import deepcopy
 

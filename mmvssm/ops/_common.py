@@ -43,6 +43,15 @@ def as_4d(t):
     return t.unsqueeze(1) if t.dim() == 3 else t
 
 
+def broadcast_groups(B, C):
+    """(batch, G, N, L) B and C with one group count, as the fused kernels want: when one is shared
+    (G = 1) and the other grouped, both are expanded to the larger G and made contiguous."""
+    if B.shape[1] == C.shape[1]:
+        return B, C
+    G = max(B.shape[1], C.shape[1])
+    return B.expand(-1, G, -1, -1).contiguous(), C.expand(-1, G, -1, -1).contiguous()
+
+
 def input_metas(inputs):
     """``(dtype, shape)`` of each scan input, None for absent ones (what a kernel's gradients are cast back to)."""
     return [None if t is None else (t.dtype, t.shape) for t in inputs]

@@ -8,7 +8,7 @@ for fp64 inputs). Contiguous fp32 inputs are used in place, without any copy.
 """
 import torch
 
-from ._common import as_4d, compute_dtype, grads_to_inputs, input_metas, no_autocast
+from ._common import as_4d, broadcast_groups, compute_dtype, grads_to_inputs, input_metas, no_autocast
 
 _C = None
 _C_ERROR = None
@@ -39,11 +39,7 @@ def kernel_operands(u, delta, A, B, C, D, z, delta_bias):
     io_dtype = u.dtype if u.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16) else cdt
     if delta.dtype != io_dtype or (z is not None and z.dtype != io_dtype):
         io_dtype = cdt
-    Bc, Cc = _prep(as_4d(B), cdt), _prep(as_4d(C), cdt)
-    if Bc.shape[1] != Cc.shape[1]:  # one shared, one grouped: broadcast the shared one
-        G = max(Bc.shape[1], Cc.shape[1])
-        Bc = Bc.expand(-1, G, -1, -1).contiguous()
-        Cc = Cc.expand(-1, G, -1, -1).contiguous()
+    Bc, Cc = broadcast_groups(_prep(as_4d(B), cdt), _prep(as_4d(C), cdt))
     return io_dtype, [_prep(u, io_dtype), _prep(delta, io_dtype), _prep(A, cdt), Bc, Cc, _prep(D, cdt),
                       _prep(z, io_dtype), _prep(delta_bias, cdt)]
 

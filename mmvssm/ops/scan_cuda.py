@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from ._common import as_4d, grads_to_inputs, input_metas
+from ._common import as_4d, broadcast_groups, grads_to_inputs, input_metas
 
 _MODULE_NAME = 'selective_scan_cuda'
 _INSTALL_HINT = ("install mamba-ssm with its CUDA op: `pip install mmvssm[cuda]` "
@@ -76,10 +76,7 @@ def cuda_operands(u, delta, A, B, C, D, z, delta_bias):
     io = cuda_io_dtype(u.dtype)
     u, delta = _lastdim_contiguous(u.to(io)), _lastdim_contiguous(delta.to(io))
     z = None if z is None else _lastdim_contiguous(z.to(io))
-    B, C = as_4d(_lastdim_contiguous(B.to(io))), as_4d(_lastdim_contiguous(C.to(io)))
-    if B.shape[1] != C.shape[1]:  # one shared, one grouped: the kernel wants one group count
-        G = max(B.shape[1], C.shape[1])
-        B, C = B.expand(-1, G, -1, -1).contiguous(), C.expand(-1, G, -1, -1).contiguous()
+    B, C = broadcast_groups(as_4d(_lastdim_contiguous(B.to(io))), as_4d(_lastdim_contiguous(C.to(io))))
     D = None if D is None else D.float().contiguous()
     delta_bias = None if delta_bias is None else delta_bias.float().contiguous()
     return [u, delta, A.float().contiguous(), B, C, D, z, delta_bias]

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from ._common import as_4d, bc_grad, compute_dtype, empty_large, no_autocast
+from ._common import as_4d, compute_dtype, empty_large, grads_to_inputs, input_metas, no_autocast
 from .math_pages import map_math_constant_pages
 
 # Per-array memory budget (bytes) under which exp(delta A) and delta u B are precomputed for all steps.
@@ -415,12 +415,8 @@ class SelectiveScanTorch(torch.autograd.Function):
                               None if D is None else D.to(cdt), None if z is None else z.to(cdt),
                               None if delta_bias is None else delta_bias.to(cdt), ctx.delta_softplus,
                               dout.to(cdt), H_in, y, ctx.T)
-        du, ddelta, dA, dB, dC, dD, dz, dbias = grads
-        dB, dC = bc_grad(dB, B.shape), bc_grad(dC, C.shape)
-        res = []
-        for g, orig in zip((du, ddelta, dA, dB, dC, dD, dz, dbias), (u, delta, A, B, C, D, z, delta_bias)):
-            res.append(None if orig is None or g is None else g.to(orig.dtype))
-        return (*res, None, None, None)
+        metas = input_metas((u, delta, A, B, C, D, z, delta_bias))
+        return (*grads_to_inputs(grads, metas, ctx.needs_input_grad), None, None, None)
 
 
 def _backward(u, delta, A, B, C, D, z, delta_bias, softplus, dout, H_in, y, T):
