@@ -9,14 +9,17 @@ under a dispatch mode, :func:`~mmvssm.ops.selective_scan` calls ``torch.ops.mmvs
 instead: an opaque op with a fake (shape) kernel and FLOP formulas (``scan_flops``), which runs the
 same Function under the hood, so a compiled or exported graph computes exactly what eager code does.
 
-Backward: ``mmvssm::selective_scan_backward``. With the ``cpu`` and ``cuda`` backends the forward op
-also returns what the kernel keeps for its backward when ``save_for_backward`` is set (a gradient will
-be asked): the chunk states, flattened (cpu: (batch, ceil(L / K), N, dim) checkpoints; cuda:
-mamba-ssm's x, (batch, dim, ceil(L / 2048), 2N) fp32), and for cuda with z the pre-gate output; the
-backward op runs the kernel's backward on them, as the Functions do. (Flat: a 4-d shape would make
-``torch.compile`` guard on whether the chunk count is 1, and compile again for longer sequences.)
-The ``torch`` and ``ref`` backends return empty tensors there, and their backward recomputes the
-forward and differentiates it. Double backward is not supported, as in eager mode.
+Backward: ``mmvssm::selective_scan_backward``. With the ``cpu``, ``cuda`` and ``torch`` backends the
+forward op also returns what the backend keeps for its backward when ``save_for_backward`` is set (a
+gradient will be asked): the chunk states, flattened (cpu: (batch, ceil(L / K), N, dim) checkpoints;
+cuda: mamba-ssm's x, (batch, dim, ceil(L / 2048), 2N) fp32; torch: the chunk entry states), and for
+cuda and torch with z the pre-gate output; the backward op runs the backend's backward on them, as the
+Functions do. (Flat: a 4-d shape would make ``torch.compile`` guard on whether the chunk count is 1,
+and compile again for longer sequences. The torch backend's chunk length comes from the square root of
+L, which a symbolic size cannot go through without a guard: with symbolic sizes the fake kernel gives its
+saved states a data-dependent length instead.) The ``ref`` backend returns empty tensors there, and its
+backward recomputes the forward and differentiates it. Double backward is not supported, as in eager
+mode.
 """
 import contextlib
 import math
@@ -24,6 +27,7 @@ from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 from ._common import compute_dtype, input_metas
 from .scan_cpu import SelectiveScanCpu, checkpoint_shape, cpu_scan_backward, cpu_scan_forward, kernel_operands
@@ -31,7 +35,7 @@ from .scan_cuda import (SelectiveScanCuda, chunk_states_shape, cuda_io_dtype, cu
                         cuda_scan_forward)
 from .scan_flops import register_torch_flop_formulas
 from .scan_ref import SelectiveScanRef
-from .scan_torch import SelectiveScanTorch
+from .scan_torch import SelectiveScanTorch, entry_states_shape, torch_scan_backward, torch_scan_forward
 
 #: backend name -> its ``torch.autograd.Function`` class.
 SCAN_FUNCTIONS = {
@@ -66,16 +70,21 @@ def _state_dtype(u, backend):
 
 
 def _io_dtype(u, backend):
-    """dtype of the saved pre-gate output (cuda only; the empty placeholder elsewhere)."""
-    return cuda_io_dtype(u.dtype) if backend == 'cuda' else u.dtype
+    """dtype of the saved pre-gate output (cuda: the kernel's, torch: the compute dtype; else a placeholder)."""
+    if backend == 'cuda':
+        return cuda_io_dtype(u.dtype)
+    return compute_dtype(u.dtype) if backend == 'torch' else u.dtype
 
 
-def _saved_shapes(u, A, z, backend, save):
+def _saved_shapes(u, A, B, C, z, backend, save):
     """Shapes of the op's ``saved`` (flat chunk states) and ``saved_out`` outputs."""
-    if not save or backend not in ('cpu', 'cuda'):
+    if not save or backend not in ('cpu', 'cuda', 'torch'):
         return (0,), (0,)
-    states = checkpoint_shape(u, A) if backend == 'cpu' else chunk_states_shape(u, A)
-    out_shape = tuple(u.shape) if backend == 'cuda' and z is not None else (0,)
+    out_shape = tuple(u.shape) if backend in ('cuda', 'torch') and z is not None else (0,)
+    if backend == 'torch' and not all(is_concrete_int(s) for s in (*u.shape, A.shape[1])):
+        return (torch.library.get_ctx().new_dynamic_size(),), out_shape
+    states = {'cpu': lambda: checkpoint_shape(u, A), 'cuda': lambda: chunk_states_shape(u, A),
+              'torch': lambda: entry_states_shape(u, A, B, C)}[backend]()
     return (math.prod(states),), out_shape
 
 
@@ -89,18 +98,25 @@ def _forward(backend, inputs, delta_softplus, return_last_state, save):
     if backend == 'cuda' and save:
         out, last, x, out_pre = cuda_scan_forward(cuda_operands(*inputs), delta_softplus)
         return out.to(u.dtype), last, x.reshape(-1), None if out_pre is None else out_pre.contiguous()
+    if backend == 'torch' and save:
+        out, last, H_in, y = torch_scan_forward(inputs, delta_softplus, True)
+        return out, last, H_in.reshape(-1), y
     with torch.no_grad():
         out, last = _apply(backend, inputs, delta_softplus, return_last_state, False)
     return out, last, None, None
 
 
 def _backward_from_saved(backend, tensors, saved, saved_out, dout, delta_softplus):
-    """The cpu / cuda kernels' backward on the state :func:`_forward` saved (all 8 gradients, None for
+    """The cpu / cuda / torch backward on the state :func:`_forward` saved (all 8 gradients, None for
     absent inputs), or None when nothing was saved."""
-    if backend not in ('cpu', 'cuda') or not saved.numel():
+    if backend not in ('cpu', 'cuda', 'torch') or not saved.numel():
         return None
     u, A, z = tensors[0], tensors[2], tensors[6]
     metas, needs = input_metas(tensors), [True] * 8
+    if backend == 'torch':
+        H_in = saved.view(entry_states_shape(u, A, tensors[3], tensors[4]))
+        return torch_scan_backward(tensors, H_in, saved_out if z is not None else None, dout, delta_softplus,
+                                   metas, needs)
     if backend == 'cpu':
         io_dtype, ops = kernel_operands(*tensors)
         ckpt = saved.view(checkpoint_shape(u, A))
@@ -122,8 +138,8 @@ def _define_ops():
         saved_out)``.
 
         Arguments as :func:`~mmvssm.ops.selective_scan`; ``backend`` is a resolved name ('cpu', ...).
-        ``saved``: the cpu / cuda kernels' chunk states, flat, when ``save_for_backward``, else (0,);
-        ``saved_out``: cuda with z, the pre-gate output, else (0,).
+        ``saved``: the cpu / cuda / torch chunk states, flat, when ``save_for_backward``, else (0,);
+        ``saved_out``: cuda / torch with z, the pre-gate output, else (0,).
         """
         inputs = (u, delta, A, B, C, D, z, delta_bias)
         out, last, saved, saved_out = _forward(backend, inputs, delta_softplus, return_last_state,
@@ -140,7 +156,7 @@ def _define_ops():
     def _selective_scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
                              save_for_backward, backend):
         last_shape = (u.shape[0], u.shape[1], A.shape[1]) if return_last_state else (0,)
-        saved_shape, out_shape = _saved_shapes(u, A, z, backend, save_for_backward)
+        saved_shape, out_shape = _saved_shapes(u, A, B, C, z, backend, save_for_backward)
         state = _state_dtype(u, backend)
         return (u.new_empty(u.shape), u.new_empty(last_shape, dtype=state), u.new_empty(saved_shape, dtype=state),
                 u.new_empty(out_shape, dtype=_io_dtype(u, backend)))
@@ -154,8 +170,8 @@ def _define_ops():
         with its input's shape and dtype: from ``saved`` / ``saved_out``, else by recomputing the forward."""
         tensors = (u, delta, A, B, C, D, z, delta_bias)
         grads = _backward_from_saved(backend, tensors, saved, saved_out, dout, delta_softplus)
-        if grads is not None:
-            return [g for g in grads if g is not None]
+        if grads is not None:  # contiguous, as the fake kernel's (the torch backend's are permuted views)
+            return [g.contiguous() for g in grads if g is not None]
         inputs = [None if t is None else t.detach().requires_grad_(True) for t in tensors]
         present = [t for t in inputs if t is not None]
         with _eager_dispatch_keys(), torch.enable_grad():

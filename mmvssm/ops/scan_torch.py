@@ -367,56 +367,92 @@ def _delta(delta, delta_bias, softplus_):
     return softplus(delta) if softplus_ else delta
 
 
+def state_chunk_length(L, batch, dim, N):
+    """Chunk length T of the entry states the forward keeps for the backward (and of its chunked layout)."""
+    if N == 1 and L >= _N1_LONG:
+        return _N1_CHUNK
+    return chunk_length(L, batch * dim * N)
+
+
+def entry_states_shape(u, A, B, C):
+    """Shape of the entry states H_in the forward keeps: (batch, G, dim / G, ceil(L / T), N), with G the
+    larger group count of B and C and T :func:`state_chunk_length` (needs concrete sizes)."""
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    G = max(as_4d(B).shape[1], as_4d(C).shape[1])
+    return (batch, G, dim // G, math.ceil(L / state_chunk_length(L, batch, dim, N)), N)
+
+
+def _compute_operands(u, delta, A, B, C, D, z, delta_bias):
+    """The inputs in the compute dtype, B / C as (batch, G, N, L)."""
+    cdt = compute_dtype(u.dtype)
+    return [None if t is None else t.to(cdt)
+            for t in (u, delta, A, as_4d(B), as_4d(C), D, z, delta_bias)]
+
+
+def torch_scan_forward(inputs, delta_softplus, keep_states):
+    """``(out in u's dtype, last state (batch, dim, N), H_in, y)``; ``inputs``: ``u, delta, A, B, C, D, z,
+    delta_bias`` as :func:`~mmvssm.ops.selective_scan` takes them. When ``keep_states``: the entry states
+    H_in (:func:`entry_states_shape`) and with z the pre-gate output y (batch, dim, L), both in the compute
+    dtype, which :func:`torch_scan_backward` takes; else None."""
+    u = inputs[0]
+    with torch.no_grad(), no_autocast(u.device.type):
+        uc, dc, Ac, Bc, Cc, Dc, zc, bc = _compute_operands(*inputs)
+        if Bc.shape[1] != Cc.shape[1]:
+            G = max(Bc.shape[1], Cc.shape[1])
+            Bc, Cc = Bc.expand(-1, G, -1, -1), Cc.expand(-1, G, -1, -1)
+        Bsz, D, L = uc.shape
+        T = state_chunk_length(L, Bsz, D, Ac.shape[1])
+        if Ac.shape[1] == 1:
+            y, last, H_in = _forward_n1(uc, dc, Ac, Bc, Cc, Dc, bc, delta_softplus, T, keep_states)
+        else:
+            dt = _delta(dc, bc, delta_softplus)
+            lay = _Layout(uc, dt, Ac, Bc, Cc, T)
+            y, last, H_in = _forward(lay)
+            y = lay.to_bdl(y)
+            if Dc is not None:
+                y.addcmul_(uc, Dc[:, None])
+        # (B, D, L) contiguous like the other backends' (y is a slice of the padded chunk layout)
+        out = (y if zc is None else y * F.silu(zc)).contiguous()
+        last = last.reshape(Bsz, D, Ac.shape[1])
+    if not keep_states:
+        return out.to(u.dtype), last, None, None
+    return out.to(u.dtype), last, H_in, (y.contiguous() if zc is not None else None)
+
+
+def torch_scan_backward(inputs, H_in, y, dout, delta_softplus, metas, needs):
+    """Gradients of the 8 inputs from what :func:`torch_scan_forward` kept (None where ``needs[i]`` is False
+    or the input was None), each in its input's dtype and shape; ``metas``: ``input_metas(inputs)``."""
+    u = inputs[0]
+    cdt = compute_dtype(u.dtype)
+    with torch.no_grad(), no_autocast(u.device.type):
+        ops = _compute_operands(*inputs)
+        T = state_chunk_length(u.shape[2], u.shape[0], u.shape[1], ops[2].shape[1])
+        grads = _backward(*ops, delta_softplus, dout.to(cdt), H_in, y, T)
+    return grads_to_inputs(grads, metas, needs)
+
+
 class SelectiveScanTorch(torch.autograd.Function):
     """Chunked two-level scan in pure PyTorch with an analytic chunked backward."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, grad_enabled=True):
-        cdt = compute_dtype(u.dtype)
+        inputs = (u, delta, A, B, C, D, z, delta_bias)
         # entry states only when a backward can follow (needs_input_grad is also True under no_grad)
         needs_grad = bool(grad_enabled) and any(ctx.needs_input_grad[:8])
-        with torch.no_grad(), no_autocast(u.device.type):
-            uc, dc, Ac = u.to(cdt), delta.to(cdt), A.to(cdt)
-            Bc, Cc = as_4d(B).to(cdt), as_4d(C).to(cdt)
-            if Bc.shape[1] != Cc.shape[1]:
-                G = max(Bc.shape[1], Cc.shape[1])
-                Bc, Cc = Bc.expand(-1, G, -1, -1), Cc.expand(-1, G, -1, -1)
-            Dc = None if D is None else D.to(cdt)
-            bc = None if delta_bias is None else delta_bias.to(cdt)
-            zc = None if z is None else z.to(cdt)
-            T = chunk_length(uc.shape[2], uc.shape[0] * uc.shape[1] * Ac.shape[1])
-            if Ac.shape[1] == 1:
-                if uc.shape[2] >= _N1_LONG:
-                    T = _N1_CHUNK
-                y, last, H_in = _forward_n1(uc, dc, Ac, Bc, Cc, Dc, bc, delta_softplus, T, needs_grad)
-            else:
-                dt = _delta(dc, bc, delta_softplus)
-                lay = _Layout(uc, dt, Ac, Bc, Cc, T)
-                y, last, H_in = _forward(lay)
-                y = lay.to_bdl(y)
-                if Dc is not None:
-                    y.addcmul_(uc, Dc[:, None])
-            # (B, D, L) contiguous like the other backends' (y is a slice of the padded chunk layout)
-            out = (y if zc is None else y * F.silu(zc)).contiguous()
-            last = last.reshape(uc.shape[0], uc.shape[1], Ac.shape[1])
+        out, last, H_in, y = torch_scan_forward(inputs, delta_softplus, needs_grad)
         if needs_grad:
-            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, H_in, y if z is not None else None)
-            ctx.delta_softplus = delta_softplus
-            ctx.T = T
+            ctx.save_for_backward(*inputs, H_in, y)
+            ctx.meta = (delta_softplus, input_metas(inputs))
         ctx.mark_non_differentiable(last)
-        return out.to(u.dtype), last
+        return out, last
 
     @staticmethod
     def backward(ctx, dout, dlast):
-        u, delta, A, B, C, D, z, delta_bias, H_in, y = ctx.saved_tensors
-        cdt = compute_dtype(u.dtype)
-        with torch.no_grad(), no_autocast(u.device.type):
-            grads = _backward(u.to(cdt), delta.to(cdt), A.to(cdt), as_4d(B).to(cdt), as_4d(C).to(cdt),
-                              None if D is None else D.to(cdt), None if z is None else z.to(cdt),
-                              None if delta_bias is None else delta_bias.to(cdt), ctx.delta_softplus,
-                              dout.to(cdt), H_in, y, ctx.T)
-        metas = input_metas((u, delta, A, B, C, D, z, delta_bias))
-        return (*grads_to_inputs(grads, metas, ctx.needs_input_grad), None, None, None)
+        *inputs, H_in, y = ctx.saved_tensors
+        delta_softplus, metas = ctx.meta
+        grads = torch_scan_backward(inputs, H_in, y, dout, delta_softplus, metas, ctx.needs_input_grad)
+        return (*grads, None, None, None)
 
 
 def _backward(u, delta, A, B, C, D, z, delta_bias, softplus, dout, H_in, y, T):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mmvssm.ops import selective_scan
-from mmvssm.ops import scan_cpu
+from mmvssm.ops import scan_cpu, scan_torch
 from mmvssm.ops.scan_custom_op import SCAN_FUNCTIONS, selective_scan_op
 
 from ops_scan_cases import FP32_TOL, GRAD_NAMES, assert_close, assert_grad_close, ground_truth, make_inputs
@@ -38,14 +38,23 @@ def test_opcheck(backend, case, last, save):
                           (*args.values(), inp['delta_softplus'], last, save, backend))
 
 
-@pytest.mark.parametrize('backend, save', [('cpu', False), ('cpu', True), ('torch', False)])
+def _saved_shapes(backend, save):
+    """What the op saves for ``_args('shared+z')`` (batch 2, dim 8, L = 37, N = 4): cpu one checkpoint chunk
+    (2, 1, 4, 8); torch (chunk length 37) one entry state per channel and state (2, 1, 8, 1, 4), and the
+    pre-gate output."""
+    if not save or backend == 'ref':
+        return (0,), (0,)
+    return ((2 * 4 * 8,), (0,)) if backend == 'cpu' else ((2 * 8 * 4,), (2, 8, 37))
+
+
+@pytest.mark.parametrize('backend, save', [('cpu', False), ('cpu', True), ('torch', False), ('torch', True)])
 def test_opcheck_backward_op(backend, save):
-    """The backward op from the cpu kernel's checkpoints, or recomputing the forward (empty ``saved``)."""
+    """The backward op from the cpu kernel's checkpoints / the torch backend's entry states and pre-gate
+    output, or recomputing the forward (empty ``saved``)."""
     inp, args = _args('shared+z', requires_grad=False)
     sp = inp['delta_softplus']
     _, _, saved, saved_out = selective_scan_op(*args.values(), sp, False, save, backend)
-    assert saved.shape == ((2 * 1 * 4 * 8,) if save and backend == 'cpu' else (0,))  # L = 37: one chunk
-    assert saved_out.shape == (0,)
+    assert (saved.shape, saved_out.shape) == _saved_shapes(backend, save)
     dout = torch.randn_like(args['u'])
     torch.library.opcheck(torch.ops.mmvssm.selective_scan_backward.default,
                           (dout, *args.values(), saved, saved_out, sp, backend))
@@ -67,7 +76,7 @@ def test_op_computes_what_the_function_does(backend, dtype):
     assert out_o.requires_grad and not any(t.requires_grad for t in (last_o, saved, saved_out))
     grads_o = torch.autograd.grad(out_o, present, dout)
     assert out_o.dtype == dtype and last_o.dtype == torch.float32 and last_o.shape == (2, 8, 4)
-    assert saved.shape == ((2 * 1 * 4 * 8,) if backend == 'cpu' else (0,))
+    assert (saved.shape, saved_out.shape) == _saved_shapes(backend, True)
     torch.testing.assert_close(out_o, out_f, rtol=0, atol=0)
     torch.testing.assert_close(last_o, last_f, rtol=0, atol=0)
     for name, g_o, g_f, t in zip(GRAD_NAMES, grads_o, grads_f, present):
@@ -79,6 +88,21 @@ def test_op_computes_what_the_function_does(backend, dtype):
         assert_close(last_o, ref_last, 'last_state', **FP32_TOL)
         for name, g in zip(GRAD_NAMES, grads_o):
             assert_grad_close(g, ref_grads[name], name, **FP32_TOL)
+
+
+class _CountingTorchScan:
+    """Counts the torch backend's forward (``_forward``: N > 1) and backward passes."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        for name, label in (('_forward', 'scan_fwd'), ('_backward', 'scan_bwd')):
+            monkeypatch.setattr(scan_torch, name, self._counted(getattr(scan_torch, name), label))
+
+    def _counted(self, fn, label):
+        def counted(*a, **k):
+            self.calls.append(label)
+            return fn(*a, **k)
+        return counted
 
 
 class _CountingExtension:
@@ -101,11 +125,15 @@ class _CountingExtension:
 @pytest.mark.parametrize('dynamic', [False, True])
 def test_compiled_scan_matches_eager(backend, dynamic, monkeypatch):
     """``torch.compile(fullgraph=True)`` (no graph break: the op is opaque) gives eager's values and gradients,
-    also with a symbolic sequence length (two lengths, one compilation); the cpu kernel's forward runs once
-    per forward + backward, as in eager mode (its checkpoints are an output of the op)."""
-    ext, _ = scan_cpu.load_cpu_extension()
-    counting = _CountingExtension(ext)
-    monkeypatch.setattr(scan_cpu, 'load_cpu_extension', lambda: (counting, None))
+    also with a symbolic sequence length (two lengths, one compilation). The cpu kernel's forward runs once
+    per forward + backward, as in eager mode (its checkpoints are an output of the op); so does the torch
+    backend's (its entry states are, of a data-dependent length for symbolic sizes)."""
+    if backend == 'cpu':
+        ext, _ = scan_cpu.load_cpu_extension()
+        counting = _CountingExtension(ext)
+        monkeypatch.setattr(scan_cpu, 'load_cpu_extension', lambda: (counting, None))
+    else:
+        counting = _CountingTorchScan(monkeypatch)
 
     def f(u, delta, A, B, C, D, z, delta_bias):
         out, last = selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True,
@@ -128,8 +156,7 @@ def test_compiled_scan_matches_eager(backend, dynamic, monkeypatch):
         torch.testing.assert_close(compiled, eager)
         for g_c, g_e in zip(g_compiled, g_eager):
             torch.testing.assert_close(g_c, g_e, rtol=1e-6, atol=1e-6)
-        if backend == 'cpu':
-            assert counting.calls == ['scan_fwd', 'scan_bwd'], length
+        assert counting.calls == ['scan_fwd', 'scan_bwd'], length
     assert counter.frame_count == 1
 
 
