@@ -100,7 +100,7 @@ def _forward(backend, inputs, delta_softplus, return_last_state, save):
         return out.to(u.dtype), last, x.reshape(-1), None if out_pre is None else out_pre.contiguous()
     if backend == 'torch' and save:
         out, last, H_in, y = torch_scan_forward(inputs, delta_softplus, True)
-        return out, last, H_in.reshape(-1), y
+        return out, last, H_in.reshape(-1), None if y is None else y.contiguous()
     with torch.no_grad():
         out, last = _apply(backend, inputs, delta_softplus, return_last_state, False)
     return out, last, None, None

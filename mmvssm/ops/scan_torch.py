@@ -417,7 +417,7 @@ def torch_scan_forward(inputs, delta_softplus, keep_states):
         last = last.reshape(Bsz, D, Ac.shape[1])
     if not keep_states:
         return out.to(u.dtype), last, None, None
-    return out.to(u.dtype), last, H_in, (y.contiguous() if zc is not None else None)
+    return out.to(u.dtype), last, H_in, (y if zc is not None else None)
 
 
 def torch_scan_backward(inputs, H_in, y, dout, delta_softplus, metas, needs):
