@@ -132,7 +132,7 @@ def _forward(lay, need_y=True):
             torch.mul(h[..., 0], lay.Cm[t][..., 0], out=y[t])
         else:
             torch.linalg.vecdot(h, lay.Cm[t], out=y[t])
-    return y, h[:, :, :, -1], H_in
+    return y, h[:, :, :, -1].clone(), H_in  # fresh and contiguous: a view would keep all of h
 
 
 # N = 1 forward: elements per segment workspace buffer (rows * columns; ~1 MiB in fp32 keeps the

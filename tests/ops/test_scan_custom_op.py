@@ -38,6 +38,23 @@ def test_opcheck(backend, case, last, save):
                           (*args.values(), inp['delta_softplus'], last, save, backend))
 
 
+@pytest.mark.parametrize('backend', ['cpu', 'torch', 'ref'])
+@pytest.mark.parametrize('N, L, groups', [(4, 600, None), (16, 300, 2), (1, 2100, 4)])
+def test_opcheck_several_chunks(backend, N, L, groups):
+    """Both ops on sequences of several chunks (the torch backend's: 16 or 32 steps here), the last state
+    asked and the backend's state saved. (The torch backend's last state was a strided view of all its
+    states there, where the fake kernel promises a contiguous tensor: inductor's stride check failed.)"""
+    inp = make_inputs(2, 8, L, N, seed=3, groups=groups)
+    args = [None if inp[k] is None else inp[k].clone().requires_grad_(True) for k in GRAD_NAMES]
+    sp = inp['delta_softplus']
+    torch.library.opcheck(torch.ops.mmvssm.selective_scan.default, (*args, sp, True, True, backend))
+    plain = [None if t is None else t.detach() for t in args]
+    _, _, saved, saved_out = selective_scan_op(*plain, sp, False, True, backend)
+    assert saved.numel() > 0 if backend != 'ref' else saved.numel() == 0
+    torch.library.opcheck(torch.ops.mmvssm.selective_scan_backward.default,
+                          (torch.randn_like(plain[0]), *plain, saved, saved_out, sp, backend))
+
+
 def _saved_shapes(backend, save):
     """What the op saves for ``_args('shared+z')`` (batch 2, dim 8, L = 37, N = 4): cpu one checkpoint chunk
     (2, 1, 4, 8); torch (chunk length 37) one entry state per channel and state (2, 1, 8, 1, 4), and the
