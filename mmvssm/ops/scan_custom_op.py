@@ -88,6 +88,12 @@ def _saved_shapes(u, A, B, C, z, backend, save):
     return (math.prod(states),), out_shape
 
 
+def _dense(t):
+    """``t`` as the fake kernels promise their outputs: contiguous from offset 0 (a backend may return a
+    strided result, e.g. ``ref``'s last state follows A's strides)."""
+    return t if t.is_contiguous() and t.storage_offset() == 0 else t.clone(memory_format=torch.contiguous_format)
+
+
 def _forward(backend, inputs, delta_softplus, return_last_state, save):
     """``(out, last state, saved, saved_out)``: the cpu / cuda kernels' state for their backward when
     ``save`` (chunk states flat; cuda with z: its pre-gate output too), None where nothing is saved."""
@@ -150,7 +156,7 @@ def _define_ops():
             saved = u.new_empty((0,), dtype=_state_dtype(u, backend))
         if saved_out is None:
             saved_out = u.new_empty((0,), dtype=_io_dtype(u, backend))
-        return out, last, saved, saved_out
+        return tuple(_dense(t) for t in (out, last, saved, saved_out))
 
     @selective_scan_op.register_fake
     def _selective_scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
@@ -170,14 +176,15 @@ def _define_ops():
         with its input's shape and dtype: from ``saved`` / ``saved_out``, else by recomputing the forward."""
         tensors = (u, delta, A, B, C, D, z, delta_bias)
         grads = _backward_from_saved(backend, tensors, saved, saved_out, dout, delta_softplus)
-        if grads is not None:  # contiguous, as the fake kernel's (the torch backend's are permuted views)
-            return [g.contiguous() for g in grads if g is not None]
+        if grads is not None:  # dense, as the fake kernel's (the torch backend's are permuted views)
+            return [_dense(g) for g in grads if g is not None]
         inputs = [None if t is None else t.detach().requires_grad_(True) for t in tensors]
         present = [t for t in inputs if t is not None]
         with _eager_dispatch_keys(), torch.enable_grad():
             out, _ = _apply(backend, inputs, delta_softplus, False, True)
             grads = torch.autograd.grad(out, present, dout, allow_unused=True)
-        return [torch.zeros_like(t) if g is None else g.contiguous() for t, g in zip(present, grads)]
+        return [torch.zeros_like(t, memory_format=torch.contiguous_format) if g is None else _dense(g)
+                for t, g in zip(present, grads)]
 
     @selective_scan_backward_op.register_fake
     def _selective_scan_backward_fake(dout, u, delta, A, B, C, D, z, delta_bias, saved, saved_out, delta_softplus,

@@ -55,6 +55,26 @@ def test_opcheck_several_chunks(backend, N, L, groups):
                           (torch.randn_like(plain[0]), *plain, saved, saved_out, sp, backend))
 
 
+@pytest.mark.parametrize('backend', ['cpu', 'torch', 'ref'])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
+def test_opcheck_strided_inputs(backend, dtype):
+    """Every input in a transposed memory layout (A column-major, (batch, L, dim) storage...), B shared and
+    C grouped: both ops' outputs are dense, as their fake kernels promise (``ref``'s last state followed
+    A's strides before)."""
+    inp = make_inputs(2, 8, 130, 2, dtype=dtype, seed=5, groups=2)
+    inp['B'] = inp['B'][:, 0]
+    args = [None if inp[k] is None else
+            (inp[k].transpose(-1, -2).contiguous().transpose(-1, -2) if inp[k].dim() > 1 else inp[k])
+            .requires_grad_(True) for k in GRAD_NAMES]
+    assert not args[0].is_contiguous() and not args[2].is_contiguous()
+    sp = inp['delta_softplus']
+    torch.library.opcheck(torch.ops.mmvssm.selective_scan.default, (*args, sp, True, True, backend))
+    plain = [None if t is None else t.detach() for t in args]
+    _, _, saved, saved_out = selective_scan_op(*plain, sp, False, True, backend)
+    torch.library.opcheck(torch.ops.mmvssm.selective_scan_backward.default,
+                          (torch.randn_like(plain[0]), *plain, saved, saved_out, sp, backend))
+
+
 def _saved_shapes(backend, save):
     """What the op saves for ``_args('shared+z')`` (batch 2, dim 8, L = 37, N = 4): cpu one checkpoint chunk
     (2, 1, 4, 8); torch (chunk length 37) one entry state per channel and state (2, 1, 8, 1, 4), and the
