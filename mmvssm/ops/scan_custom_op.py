@@ -95,18 +95,18 @@ def _dense(t):
 
 
 def _forward(backend, inputs, delta_softplus, return_last_state, save):
-    """``(out, last state, saved, saved_out)``: the cpu / cuda kernels' state for their backward when
-    ``save`` (chunk states flat; cuda with z: its pre-gate output too), None where nothing is saved."""
+    """``(out, last state, saved, saved_out)``: the cpu / cuda / torch state for their backward when
+    ``save`` (chunk states flat; cuda / torch with z: the pre-gate output too), None where nothing is saved."""
     u = inputs[0]
     if backend == 'cpu':
         out, last, ckpt, _, _ = cpu_scan_forward(inputs, delta_softplus, return_last_state, save)
         return out, last, (ckpt.view(-1) if save else None), None
     if backend == 'cuda' and save:
         out, last, x, out_pre = cuda_scan_forward(cuda_operands(*inputs), delta_softplus)
-        return out.to(u.dtype), last, x.reshape(-1), None if out_pre is None else out_pre.contiguous()
+        return out.to(u.dtype), last, x.reshape(-1), out_pre
     if backend == 'torch' and save:
         out, last, H_in, y = torch_scan_forward(inputs, delta_softplus, True)
-        return out, last, H_in.reshape(-1), None if y is None else y.contiguous()
+        return out, last, H_in.reshape(-1), y
     with torch.no_grad():
         out, last = _apply(backend, inputs, delta_softplus, return_last_state, False)
     return out, last, None, None
