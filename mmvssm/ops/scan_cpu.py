@@ -10,19 +10,23 @@ import torch
 
 from ._common import as_4d, broadcast_groups, compute_dtype, grads_to_inputs, input_metas, no_autocast
 
-_C = None
-_C_ERROR = None
+def _import_extension():
+    """``(mmvssm._C or None, why it is missing)``."""
+    try:
+        from mmvssm import _C as ext  # noqa: N811
+        return ext, None
+    except ImportError as e:  # not built (pip install without compiler, MMVSSM_NO_EXT=1, ...)
+        return None, f'{type(e).__name__}: {e}'
+
+
+# Imported with this module (0.7 ms), not at the first scan: a scan first called inside a torch.compile
+# trace changed these globals while dynamo was tracing reads of them, and building its guards failed
+# ("Unexpected type <class 'module'>").
+_C, _C_ERROR = _import_extension()
 
 
 def load_cpu_extension():
-    """Import ``mmvssm._C``; returns ``(module or None, reason)``."""
-    global _C, _C_ERROR
-    if _C is None and _C_ERROR is None:
-        try:
-            from mmvssm import _C as ext  # noqa: N811
-            _C = ext
-        except ImportError as e:  # not built (pip install without compiler, MMVSSM_NO_EXT=1, ...)
-            _C_ERROR = f'{type(e).__name__}: {e}'
+    """``(mmvssm._C or None, reason)``."""
     return _C, _C_ERROR
 
 

@@ -141,7 +141,7 @@ def resolve_backend(backend=None, device=None):
             return 'cuda'
         warnings.warn(f'selective_scan: CUDA tensors, but the "cuda" backend is unavailable: {reason}. Using the '
                       f'much slower "{fallback}" backend ({ENV_VAR}={fallback} silences this).',
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning, stacklevel=4)
         return fallback
     if name not in BACKENDS:
         raise ValueError(f'selective_scan: unknown backend {source}{name!r}; choose one of {BACKENDS} or "auto"')
@@ -164,6 +164,25 @@ def resolve_backend(backend=None, device=None):
                 '`pip install -e .` (or `python setup.py build_ext --inplace`) with a C++ compiler, '
                 'or use backend "torch"')
     return name
+
+
+_ERRORS = {'ValueError': ValueError, 'BackendUnavailableError': BackendUnavailableError}
+
+
+@torch.compiler.assume_constant_result
+def _resolve_for_call(backend, device):
+    """:func:`resolve_backend` for a scan call: ``(name, None)``, or ``(None, (error class name, message))``
+    instead of raising.
+
+    ``torch.compile`` runs it while tracing and keeps the answer as a constant of the graph (so a compiled
+    function keeps the backend it was compiled with, whatever ``MMVSSM_SCAN_BACKEND`` says later): dynamo
+    cannot trace the lazy import of the CUDA module (a graph break; an error with ``fullgraph=True``).
+    The caller raises the error in traced code, where it reaches the user as itself.
+    """
+    try:
+        return resolve_backend(backend, device), None
+    except (ValueError, BackendUnavailableError) as e:
+        return None, (type(e).__name__, str(e))
 
 
 def get_scan_function(name):
@@ -199,7 +218,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         out (batch, dim, L) in u's dtype, or ``(out, last_state)`` if ``return_last_state``.
     """
     _check(u, delta, A, B, C, D, z, delta_bias)
-    name = resolve_backend(backend, u.device)
+    name, error = _resolve_for_call(backend, u.device)
+    if error is not None:
+        raise _ERRORS[error[0]](error[1])
     if u.device.type == 'cpu':
         map_math_constant_pages()  # every CPU backend timed in the same process state (see math_pages)
     # torch.compile / export, and dispatch modes (FlopCounterMode, FakeTensorMode...): the custom op
