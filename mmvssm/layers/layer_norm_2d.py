@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops import is_compiling
+
 
 class LayerNorm2d(nn.LayerNorm):
     """``nn.LayerNorm(C)`` applied over the channel dim of an NCHW tensor."""
@@ -15,7 +17,10 @@ class LayerNorm2d(nn.LayerNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 2, 3, 1)
         x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
+        x = x.permute(0, 3, 1, 2)
+        # compiled: a contiguous map. With symbolic H and W, inductor (torch 2.14) fails to order the
+        # strides of the permuted one ("cannot determine truth value of Relational", pytorch#185871)
+        return x.contiguous() if is_compiling() else x
 
 
 def layer_norm(channel_first: bool):
