@@ -43,13 +43,14 @@ def as_4d(t):
     return t.unsqueeze(1) if t.dim() == 3 else t
 
 
-def broadcast_groups(B, C):
-    """(batch, G, N, L) B and C with one group count, as the fused kernels want: when one is shared
-    (G = 1) and the other grouped, both are expanded to the larger G and made contiguous."""
+def broadcast_groups(B, C, contiguous=True):
+    """(batch, G, N, L) B and C with one group count: when one is shared (G = 1) and the other grouped,
+    both are expanded to the larger G, and made contiguous as the fused kernels want (else views)."""
     if B.shape[1] == C.shape[1]:
         return B, C
     G = max(B.shape[1], C.shape[1])
-    return B.expand(-1, G, -1, -1).contiguous(), C.expand(-1, G, -1, -1).contiguous()
+    B, C = B.expand(-1, G, -1, -1), C.expand(-1, G, -1, -1)
+    return (B.contiguous(), C.contiguous()) if contiguous else (B, C)
 
 
 def input_metas(inputs):

@@ -83,8 +83,12 @@ def _saved_shapes(u, A, B, C, z, backend, save):
     out_shape = tuple(u.shape) if backend in ('cuda', 'torch') and z is not None else (0,)
     if backend == 'torch' and not all(is_concrete_int(s) for s in (*u.shape, A.shape[1])):
         return (torch.library.get_ctx().new_dynamic_size(),), out_shape
-    states = {'cpu': lambda: checkpoint_shape(u, A), 'cuda': lambda: chunk_states_shape(u, A),
-              'torch': lambda: entry_states_shape(u, A, B, C)}[backend]()
+    if backend == 'cpu':
+        states = checkpoint_shape(u, A)
+    elif backend == 'cuda':
+        states = chunk_states_shape(u, A)
+    else:
+        states = entry_states_shape(u, A, B, C)
     return (math.prod(states),), out_shape
 
 
@@ -119,16 +123,15 @@ def _backward_from_saved(backend, tensors, saved, saved_out, dout, delta_softplu
         return None
     u, A, z = tensors[0], tensors[2], tensors[6]
     metas, needs = input_metas(tensors), [True] * 8
+    out_pre = saved_out if z is not None else None  # cuda / torch: the pre-gate output
     if backend == 'torch':
         H_in = saved.view(entry_states_shape(u, A, tensors[3], tensors[4]))
-        return torch_scan_backward(tensors, H_in, saved_out if z is not None else None, dout, delta_softplus,
-                                   metas, needs)
+        return torch_scan_backward(tensors, H_in, out_pre, dout, delta_softplus, metas, needs)
     if backend == 'cpu':
         io_dtype, ops = kernel_operands(*tensors)
         ckpt = saved.view(checkpoint_shape(u, A))
         return cpu_scan_backward(ops, ckpt, dout, delta_softplus, io_dtype, metas, needs)
     x = saved.view(chunk_states_shape(u, A))
-    out_pre = saved_out if z is not None else None
     return cuda_scan_backward(cuda_operands(*tensors), x, out_pre, dout, delta_softplus, metas, needs)
 
 

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from ._common import as_4d, compute_dtype, empty_large, grads_to_inputs, input_metas, no_autocast
+from ._common import as_4d, broadcast_groups, compute_dtype, empty_large, grads_to_inputs, input_metas, no_autocast
 from .math_pages import map_math_constant_pages
 
 # Per-array memory budget (bytes) under which exp(delta A) and delta u B are precomputed for all steps.
@@ -398,9 +398,7 @@ def torch_scan_forward(inputs, delta_softplus, keep_states):
     u = inputs[0]
     with torch.no_grad(), no_autocast(u.device.type):
         uc, dc, Ac, Bc, Cc, Dc, zc, bc = _compute_operands(*inputs)
-        if Bc.shape[1] != Cc.shape[1]:
-            G = max(Bc.shape[1], Cc.shape[1])
-            Bc, Cc = Bc.expand(-1, G, -1, -1), Cc.expand(-1, G, -1, -1)
+        Bc, Cc = broadcast_groups(Bc, Cc, contiguous=False)
         Bsz, D, L = uc.shape
         T = state_chunk_length(L, Bsz, D, Ac.shape[1])
         if Ac.shape[1] == 1:
@@ -456,9 +454,7 @@ class SelectiveScanTorch(torch.autograd.Function):
 
 
 def _backward(u, delta, A, B, C, D, z, delta_bias, softplus, dout, H_in, y, T):
-    if B.shape[1] != C.shape[1]:
-        G = max(B.shape[1], C.shape[1])
-        B, C = B.expand(-1, G, -1, -1), C.expand(-1, G, -1, -1)
+    B, C = broadcast_groups(B, C, contiguous=False)
     raw = delta if delta_bias is None else delta + delta_bias[:, None]
     dt = globals()['softplus'](raw) if softplus else raw
     dz = None
