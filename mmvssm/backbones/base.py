@@ -5,6 +5,7 @@ and ``init_cfg`` on it exactly as on a ``BaseModule``.
 """
 import copy
 import numbers
+import os
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -110,14 +111,16 @@ class BaseBackbone(nn.Module):
         """Load an official (classification) or mmvssm checkpoint strictly.
 
         Args:
-            checkpoint: a path/URL, or an already loaded checkpoint object.
+            checkpoint: a path (``str`` or ``os.PathLike``) or URL, or an already loaded
+                checkpoint object.
             key: top-level key (``model``, ``model_ema``, ``state_dict``); auto when None.
             prefix: keep only keys under this prefix (e.g. ``'backbone'`` or ``'backbone.'`` of a
                 det/seg checkpoint; the dot is added as mmengine's ``PretrainedInit`` does; when
                 no key has it, it is also tried after a DDP ``module.`` prefix).
         """
-        source = checkpoint if isinstance(checkpoint, str) else 'checkpoint'
-        obj = load_checkpoint_file(checkpoint) if isinstance(checkpoint, str) else checkpoint
+        is_path = isinstance(checkpoint, (str, os.PathLike))
+        source = os.fspath(checkpoint) if is_path else 'checkpoint'
+        obj = load_checkpoint_file(source) if is_path else checkpoint
         sd, used = extract_state_dict(obj, key)
         if prefix:
             prefix = prefix if prefix.endswith('.') else prefix + '.'

@@ -77,7 +77,7 @@ import os
 import os.path as osp
 import shutil
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np

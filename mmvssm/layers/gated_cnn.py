@@ -33,6 +33,9 @@ class GatedCNNBlock(nn.Module):
         if not 0 < conv_channels <= hidden:
             raise ValueError(f'GatedCNNBlock: conv_ratio {conv_ratio} gives {conv_channels} conv '
                              f'channels, must be in (0, hidden={hidden}]')
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f'GatedCNNBlock: kernel_size must be odd (its padding kernel_size // 2 '
+                             f'keeps the map size only for odd kernels), got {kernel_size}')
         self.split_indices = (hidden, hidden - conv_channels, conv_channels)
         self.norm = norm_layer(dim)
         self.fc1 = nn.Linear(dim, hidden * 2)

@@ -14,7 +14,7 @@ import pickle
 import re
 import sys
 from collections import OrderedDict
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -76,11 +76,13 @@ def load_url_weights_only(url: str, map_location=None, model_dir: Optional[str] 
     return checkpoint
 
 
-def load_checkpoint_file(filename: str, map_location='cpu', mmap: bool = False):
+def load_checkpoint_file(filename: Union[str, os.PathLike], map_location='cpu',
+                         mmap: bool = False):
     """Load a checkpoint object from a local path (``~`` expanded), an http(s) URL, or any
     scheme mmengine's ``CheckpointLoader`` knows (``open-mmlab://``, ``s3://``...).
 
     ``mmap``: a local zip checkpoint is memory-mapped (its tensors are not read)."""
+    filename = os.fspath(filename)
     remote = is_remote(filename)
     if not remote:
         filename = os.path.expanduser(filename)
@@ -107,6 +109,15 @@ def load_checkpoint_file(filename: str, map_location='cpu', mmap: bool = False):
             f'{filename}: refused by torch.load(weights_only=True): it pickles an object outside '
             "mmvssm's allow-list (see mmvssm/utils/safe_load.py). If you trust this file, extract "
             f'its weights once with torch.load(..., weights_only=False). Original error: {e}') from e
+    except (RuntimeError, KeyError, EOFError, ValueError) as e:
+        if remote:
+            raise
+        # torch.load's own messages do not name the file ('KeyError: 101' for a text file,
+        # 'PytorchStreamReader failed ...' for a truncated zip)
+        raise RuntimeError(
+            f'{filename}: torch.load cannot read it as a PyTorch checkpoint ({type(e).__name__}: '
+            f'{e}). Is it complete (an interrupted download) and a file saved by torch.save?'
+        ) from e
 
 
 def _is_state_dict(obj) -> bool:

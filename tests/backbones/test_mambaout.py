@@ -184,6 +184,8 @@ def test_bad_inputs():
         MambaOut('huge')
     with pytest.raises(ValueError, match='out_indices'):
         MambaOut(TINY, out_indices=(4,))
+    with pytest.raises(ValueError, match='kernel_size must be odd'):  # else a cat error later
+        MambaOut(TINY, kernel_size=6)
 
 
 def test_wrong_checkpoint_family_and_size():

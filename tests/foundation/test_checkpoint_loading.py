@@ -86,6 +86,35 @@ def test_home_relative_paths(tmp_path, monkeypatch):
     assert 'not found' in pre._check_checkpoint('load_from', '~/missing.pth')[0]
 
 
+def test_path_objects_load_as_paths(tmp_path):
+    """A ``pathlib.Path`` is a path (as for ``torch.load``), not an already loaded checkpoint."""
+    model = VSSM(**VSSM_SMALL)
+    torch.save({'model': model.state_dict()}, tmp_path / 'c.pth')
+    assert torch.equal(load_checkpoint_file(tmp_path / 'c.pth')['model']['patch_embed.0.weight'],
+                       model.state_dict()['patch_embed.0.weight'])
+    other = VSSM(**VSSM_SMALL, init_cfg=dict(type='Pretrained', checkpoint=tmp_path / 'c.pth'))
+    other.init_weights()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 other.state_dict().values()))
+    with pytest.raises(FileNotFoundError, match='checkpoint not found'):
+        other.load_official(tmp_path / 'missing.pth')
+
+
+@pytest.mark.parametrize('content', [b'hello, not a checkpoint', 'truncated zip'])
+def test_unreadable_file_is_named(tmp_path, content):
+    """torch.load's own errors ('KeyError: 101', 'PytorchStreamReader failed ...') do not say
+    which file; the loader's do, and keep the original error."""
+    path = tmp_path / 'bad.pth'
+    if content == 'truncated zip':
+        torch.save({'w': torch.ones(1000)}, path)
+        path.write_bytes(path.read_bytes()[:500])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(RuntimeError, match='bad.pth: torch.load cannot read it') as info:
+        VSSM(**VSSM_SMALL).load_official(str(path))
+    assert info.value.__cause__ is not None
+
+
 @pytest.mark.parametrize('path, remote', [
     ('https://x.org/a.pth', True), ('s3://bucket/a.pth', True), ('open-mmlab://resnet50', True),
     ('cluster:s3://bucket/a.pth', True), ('/data/a.pth', False), ('work_dirs/a.pth', False),
