@@ -252,6 +252,7 @@ def _check_checkpoint(key: str, path, resume: bool = False) -> List[str]:
                 f'({detail}): {_abs(path)}; if the file is trusted, add the class to '
                 'mmvssm/utils/safe_load.py, or re-save only its tensors']
     except Exception as e:  # noqa: BLE001  (truncated zip, not a checkpoint, ...)
+        e = e.__cause__ or e  # torch.load's own error, which the loader wraps to name the file
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split('. ')[0]
         return [f'{key}: not a readable torch checkpoint: {_abs(path)} ({reason})']
     if not resume or ckpt is None:

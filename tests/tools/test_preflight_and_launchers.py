@@ -94,6 +94,7 @@ def test_unreadable_checkpoints_are_named(tmp_path):
     for path in (truncated, text):
         (p,) = pre._check_checkpoint('load_from', str(path))
         assert p.startswith(f'load_from: not a readable torch checkpoint: {path} ('), p
+        assert p.count(str(path)) == 1 and p.endswith(')'), p  # torch's reason, not the wrap
     assert 'central directory' in pre._check_checkpoint('k', str(truncated))[0]
     assert "b'<!DOCTYPE html>" in pre._check_checkpoint('k', str(text))[0]
     (p,) = pre._check_checkpoint('checkpoint', str(other))
