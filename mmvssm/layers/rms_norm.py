@@ -31,8 +31,8 @@ class RMSNorm(nn.Module):
         """Normalise ``x + residual``.
 
         Returns ``y`` or, with ``prenorm=True``, ``(y, residual_out)`` where ``residual_out`` is the
-        sum (fp32 when ``residual_in_fp32``, else the residual's dtype; or ``x`` itself when there
-        is no residual and no fp32 request), exactly as ``rms_norm_fn``.
+        sum in the residual's dtype; without a residual, ``x`` in fp32 when ``residual_in_fp32``,
+        else ``x`` itself; exactly as ``rms_norm_fn``.
         """
         x32 = x.float()
         if residual is not None:
@@ -41,8 +41,8 @@ class RMSNorm(nn.Module):
         y = y.to(x.dtype)
         if not prenorm:
             return y
-        if residual is not None:
-            res_out = x32 if residual_in_fp32 else x32.to(residual.dtype)
+        if residual is not None:  # residual_in_fp32 only chooses the first block's dtype
+            res_out = x32.to(residual.dtype)
         else:
             res_out = x32 if residual_in_fp32 else x
         return y, res_out

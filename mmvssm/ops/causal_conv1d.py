@@ -2,7 +2,8 @@
 
 :func:`causal_conv1d_silu` runs the fused C++ forward of ``mmvssm._C`` when no gradient is needed
 (inference: fp32 CPU tensors), and ``F.conv1d`` + SiLU otherwise (training, other dtypes and
-devices, tracing for FLOP counts, ``torch.compile`` / ``torch.export``), which autograd differentiates.
+devices, autocast, ``torch.func`` transforms, tracing for FLOP counts, ``torch.compile`` /
+``torch.export``), which autograd differentiates. Both give the same results for the same call.
 """
 from typing import Optional
 
@@ -28,12 +29,19 @@ def causal_depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor,
 
 
 def _fused_ok(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
+    """Whether the C++ forward computes what the ``F.conv1d`` path would: no gradient, no tracer,
+    no autocast (which runs ``F.conv1d`` in bf16), no ``torch.func`` wrapper (no data pointer),
+    fp32 CPU ``(B, C, L)`` / ``(C, W)`` tensors."""
     tensors = [x, weight] + ([bias] if bias is not None else [])
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
     if torch.jit.is_tracing() or torch.jit.is_scripting() or traceable_only():
         return False
-    return (all(t.device.type == 'cpu' and t.dtype == torch.float32 for t in tensors)
+    if torch.is_autocast_enabled('cpu') or any(
+            torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
+        return False
+    return (x.dim() == 3 and weight.dim() == 2
+            and all(t.device.type == 'cpu' and t.dtype == torch.float32 for t in tensors)
             and weight.shape[1] <= 8 and load_cpu_extension()[0] is not None)
 
 

@@ -47,6 +47,29 @@ def test_fused_conv_silu_matches_torch(seq_len, width):
     torch.testing.assert_close(causal_conv1d_silu(x, w, b), got, rtol=2e-6, atol=2e-6)
 
 
+@pytest.mark.skipif(load_cpu_extension()[0] is None, reason='mmvssm._C not built')
+def test_fused_conv_silu_only_where_it_computes_what_conv1d_does():
+    """One call, one result whether or not a gradient is needed: unbatched input, CPU autocast
+    (F.conv1d runs in bf16) and torch.func transforms take the F.conv1d path under no_grad too."""
+    torch.manual_seed(0)
+    w, b = torch.randn(3, 4), torch.randn(3)
+    x = torch.randn(2, 3, 17)
+
+    def both(fn):
+        with torch.no_grad():
+            fast = fn(x)
+        slow = fn(x.clone().requires_grad_(True))
+        assert fast.dtype == slow.dtype
+        torch.testing.assert_close(fast, slow.detach(), rtol=0, atol=0)
+
+    both(lambda t: causal_conv1d_silu(t[0], w, b))  # (C, L)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        both(lambda t: causal_conv1d_silu(t, w, b))
+    with torch.no_grad():
+        mapped = torch.vmap(lambda t: causal_conv1d_silu(t[None], w, b)[0])(x)
+    torch.testing.assert_close(mapped, F.silu(causal_depthwise_conv1d(x, w, b)))
+
+
 def test_reorder_flip_is_the_reversal():
     o = _order('row_rev', None, 9, None, torch.device('cpu'))
     assert o[2]  # plain reversal detected
