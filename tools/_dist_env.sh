@@ -21,6 +21,11 @@ dist_python() {
 dist_run() {
     local gpus=$1 script=$2 tools python
     shift 2
+    case "$gpus" in  # torchrun's own answer to 0 is a bare AssertionError
+        '' | *[!0-9]* | 0*)
+            echo "GPUS must be a positive number of processes per node, got '$gpus'" >&2
+            return 2 ;;
+    esac
     tools=$(dirname "${BASH_SOURCE[0]}")
     python=$(dist_python)
     PYTHONPATH="$tools/..":$PYTHONPATH \

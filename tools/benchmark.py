@@ -991,6 +991,10 @@ def parse_args(argv=None):
         args.repeats = 30 if cuda else 3
     if args.threads is None and not cuda:
         args.threads = os.cpu_count()
+    for name in ('warmup', 'repeats', 'batch', 'threads'):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f'--{name} must be at least 1, got {value}')
     return args
 
 

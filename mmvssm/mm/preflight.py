@@ -87,8 +87,12 @@ def _join(root: Optional[str], path: str) -> str:
 # ----------------------------------------------------------------------------------------------
 # COCO schema
 # ----------------------------------------------------------------------------------------------
-def check_coco_json(path: str, classes: Optional[Iterable[str]] = None) -> List[str]:
-    """Problems of a COCO instances file (empty list: fine). ``path`` must exist."""
+def check_coco_json(path: str, classes: Optional[Iterable[str]] = None,
+                    annotations: bool = True) -> List[str]:
+    """Problems of a COCO instances file (empty list: fine). ``path`` must exist.
+
+    ``annotations=False``: an image-info file without ``"annotations"`` is fine (COCO test-dev,
+    evaluated with ``format_only=True``)."""
     size = osp.getsize(path)
     if size == 0:
         return [f'annotation file is empty: {_abs(path)}']
@@ -106,13 +110,13 @@ def check_coco_json(path: str, classes: Optional[Iterable[str]] = None) -> List[
         return [f'annotation file is a JSON {type(data).__name__}, not a COCO object with '
                 f'"images", "annotations", "categories": {_abs(path)}']
     problems = []
-    missing = [k for k in COCO_REQUIRED if k not in data]
+    missing = [k for k in COCO_REQUIRED if k not in data and (annotations or k != 'annotations')]
     if missing:
         problems.append(f'annotation file lacks the COCO key(s) {missing} (has '
                         f'{sorted(data)[:8]}): {_abs(path)}')
     for key, fields in COCO_REQUIRED.items():
         items = data.get(key)
-        if key in missing:
+        if key in missing or key not in data:
             continue
         if not isinstance(items, list):
             problems.append(f'"{key}" must be a list, got {type(items).__name__}: {_abs(path)}')
@@ -152,7 +156,7 @@ def _leaf_datasets(ds_cfg, key: str) -> List[Tuple[str, dict]]:
     return [(key, ds_cfg)]
 
 
-def _check_dataset(key: str, ds: dict) -> List[str]:
+def _check_dataset(key: str, ds: dict, annotations: bool = True) -> List[str]:
     problems = []
     root = ds.get('data_root')
     if root and not is_remote(root) and not osp.isdir(root):
@@ -169,7 +173,8 @@ def _check_dataset(key: str, ds: dict) -> List[str]:
             elif path.endswith('.json'):
                 meta = ds.get('metainfo') or {}
                 classes = meta.get('classes') if isinstance(meta, dict) else None
-                problems += [f'{key}.ann_file: {p}' for p in check_coco_json(path, classes)]
+                problems += [f'{key}.ann_file: {p}'
+                             for p in check_coco_json(path, classes, annotations)]
     prefix = ds.get('data_prefix') or {}
     if isinstance(prefix, dict):
         for name, sub in prefix.items():
@@ -195,6 +200,12 @@ def _evaluators(ev) -> List[dict]:
     return []
 
 
+def _format_only(ev) -> bool:
+    """Whether every metric of an evaluator only writes results (COCO test-dev submissions)."""
+    metrics = _evaluators(ev)
+    return bool(metrics) and all(m.get('format_only') for m in metrics)
+
+
 def _check_evaluator(key: str, ev) -> List[str]:
     problems = []
     for i, e in enumerate(_evaluators(ev)):
@@ -205,7 +216,8 @@ def _check_evaluator(key: str, ev) -> List[str]:
         if not osp.isfile(ann):
             problems.append(f'{k}.ann_file: annotation file not found: {_abs(ann)}')
         elif ann.endswith('.json'):
-            problems += [f'{k}.ann_file: {p}' for p in check_coco_json(ann)]
+            problems += [f'{k}.ann_file: {p}'
+                         for p in check_coco_json(ann, annotations=not _format_only(ev))]
     return problems
 
 
@@ -310,13 +322,15 @@ def preflight(cfg, mode: str = 'train', checkpoint: Optional[str] = None,
             loaders.append('val_dataloader')
     else:
         loaders.append('test_dataloader')
+    # a format_only test run (COCO test-dev) reads image infos without annotations
+    annotations = not (mode == 'test' and _format_only(get('test_evaluator')))
     for name in loaders:
         loader = get(name)
         if loader is None:
             problems.append(f'{name} is not set in the config')
             continue
         for key, ds in _leaf_datasets(loader.get('dataset'), f'{name}.dataset'):
-            problems += _check_dataset(key, ds)
+            problems += _check_dataset(key, ds, annotations)
     evaluators = ['val_evaluator'] if 'val_dataloader' in loaders else []
     if mode == 'test':
         evaluators = ['test_evaluator']
@@ -336,6 +350,10 @@ def preflight(cfg, mode: str = 'train', checkpoint: Optional[str] = None,
         if osp.isfile(pointer):
             with open(pointer) as f:
                 last = f.read().strip()
+            if not last:  # mmengine would "resume from ''" and fail naming no file
+                problems.append(f'resume: {_abs(pointer)} names no checkpoint (it is empty: a '
+                                'save was interrupted?); give one with --resume PATH, or delete '
+                                'the file to start a new run')
             problems += [p + f' (named by {_abs(pointer)})'
                          for p in _check_checkpoint('resume', last, resume=True)]
     if mode == 'train':  # a test run loads its weights from the checkpoint, not init_cfg

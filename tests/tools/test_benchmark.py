@@ -133,6 +133,9 @@ def test_sizes_and_default_cases():
     assert models == {'vim_t', 'vim_s', 'vssm_t', 'mambaout_t', 'deit_t', 'deit_s', 'swin_t'}
     assert {tuple(c['size']) for c in cases} == {
         (224, 224), (512, 512), (738, 738), (1024, 1024), (1248, 1248), (800, 1280), (512, 2048)}
+    for flag in ('--repeats', '--warmup', '--batch', '--threads'):  # before any case runs
+        with pytest.raises(SystemExit):
+            tool.parse_args([flag, '0'])
     cp = tool.parse_args(['--compare-checkpointing'])
     cases = tool.build_cases(cp)
     assert {(c['model'], tuple(c['size']), c['mode'], c['with_cp']) for c in cases} == {

@@ -74,6 +74,38 @@ def test_resume_needs_training_checkpoint(tmp_path):
     assert 'not an mmengine training checkpoint' in p and 'last_checkpoint' in p
     (work / 'last_checkpoint').write_text(good)
     pre.preflight(_cfg(tmp_path, resume=True, work_dir=str(work)), 'train')
+    for empty in ('', ' \n'):  # an interrupted save: mmengine would "resume from ''"
+        (work / 'last_checkpoint').write_text(empty)
+        (p,) = _problems(_cfg(tmp_path, resume=True, work_dir=str(work)))
+        assert p.startswith(f"resume: {work / 'last_checkpoint'} names no checkpoint"), p
+
+
+def test_coco_test_dev_without_annotations_when_format_only(tmp_path):
+    """An image-info json (COCO test-dev: no "annotations") is valid for a format_only test run,
+    which mmdet runs, and refused otherwise."""
+    import json
+    from mmengine.config import Config
+    info = tmp_path / 'image_info_test-dev.json'
+    info.write_text(json.dumps(dict(
+        images=[dict(id=1, file_name='a.jpg', width=4, height=4)],
+        categories=[dict(id=1, name='ring')])))
+    (tmp_path / 'img').mkdir()
+    (tmp_path / 'img' / 'a.jpg').write_bytes(b'')
+
+    def cfg(format_only):
+        return Config(dict(
+            test_dataloader=dict(dataset=dict(data_root=str(tmp_path), ann_file=info.name,
+                                              data_prefix=dict(img='img'))),
+            test_evaluator=dict(type='CocoMetric', ann_file=str(info), format_only=format_only)))
+
+    pre.preflight(cfg(True), 'test')
+    problems = _problems(cfg(False), 'test')
+    assert len(problems) == 2 and all("lacks the COCO key(s) ['annotations']" in p
+                                      for p in problems), problems
+    no_images = tmp_path / 'no_images.json'  # the other keys stay required
+    no_images.write_text(json.dumps(dict(categories=[])))
+    assert "lacks the COCO key(s) ['images']" in pre.check_coco_json(
+        str(no_images), annotations=False)[0]
 
 
 # ---- 2. unreadable checkpoint files ------------------------------------------------------------
@@ -192,6 +224,11 @@ def test_dist_launcher_python(tmp_path):
     assert launch(PYTHON='mine').startswith('MINE -m torch.distributed.run')
     shutil.rmtree(repo / '.venv')
     assert launch().startswith('PATH -m torch.distributed.run')
+    for gpus in ('0', 'x1', ''):  # refused before torchrun (whose answer to 0 is an AssertionError)
+        out = subprocess.run(['bash', 'tools/dist_train.sh', 'cfg.py', gpus], cwd=repo, env=env,
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 2 and not out.stdout, out
+        assert f"GPUS must be a positive number of processes per node, got '{gpus}'" in out.stderr
 
 
 # ---- 5. tools/benchmark.py --cfg-options k=v ---------------------------------------------------
