@@ -16,11 +16,12 @@ and ``fixtures/README.md`` V1-V6), with these deliberate differences for dense p
   pretraining) with its own position embedding (the stored ``pos_embed[:, M0 // 2]``, never part
   of the grid resize) and dropped from the output maps (``use_cls_token=False`` leaves it out).
 * ``feature_source``: which tensor of block ``i`` becomes a feature map:
-    - ``'residual'`` (default): the residual stream after block ``i``, ``residual_i + hidden_i``
-      (what ``norm_f`` sees after the last block; the official detection code,
-      ``last_layer_process='add'``, uses this for its single map, and the official segmentation
-      code with ``use_residual_as_feature=True`` uses it for the last level; for the other levels
-      it takes the block's ``residual`` output, which lags by one mixer output);
+    - ``'residual'`` (default): the residual stream after block ``i``,
+      ``residual_i + drop_path(hidden_i)`` (what ``norm_f`` sees after the last block). As the
+      official code: the detection code (``last_layer_process='add'``) uses it for its single map;
+      the segmentation code with ``use_residual_as_feature=True`` reads it from the ``residual``
+      output of block ``i + 1`` (so in training with the drop path of block ``i + 1``), and for
+      the last block adds ``hidden + residual``;
     - ``'hidden'``: the mixer output ``hidden_i`` (the official segmentation code with
       ``use_residual_as_feature=False``, as in its Vim-T UperNet config).
   ``final_norm=True`` applies the pretrained ``norm_f`` (RMSNorm) to every output (the official
@@ -322,15 +323,29 @@ class Vim(PlainMiddleClsBackbone):
                 outs[i] = (hidden, residual)
         return outs, hidden, residual, hw, cls_index
 
+    def _stream_after(self, i: int, outs: dict) -> torch.Tensor:
+        """The residual stream after block ``i``, as the official code reads it: the residual
+        output of block ``i + 1`` (its drop path applied to ``hidden_i``), and for the last block
+        ``hidden + residual`` (``last_layer_process='add'``)."""
+        hidden, residual = outs[i]
+        if i + 1 in outs:
+            return outs[i + 1][1]
+        if i + 1 < self.depth:  # block i + 1 does not run: its add alone
+            return residual + self.layers[i + 1].drop_path(hidden)
+        return residual + hidden
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """``(B, C, H, W)`` -> tuple of ``(B, D, ceil(H/s), ceil(W/s))`` maps, ``s = stride``."""
-        outs, _, _, hw, cls_index = self.forward_layers(x, dense=True, keep=self.out_indices,
+        keep = set(self.out_indices)
+        if self.feature_source == 'residual':
+            keep |= {i + 1 for i in self.out_indices}
+        outs, _, _, hw, cls_index = self.forward_layers(x, dense=True, keep=keep,
                                                         last=max(self.out_indices))
         maps = []
         for i in self.out_indices:
-            hidden, residual = outs[i]
+            hidden = outs[i][0]
             if self.feature_source == 'residual':
-                feat = (residual + hidden).to(hidden.dtype)
+                feat = self._stream_after(i, outs).to(hidden.dtype)
             else:
                 feat = hidden
             if self.final_norm:

@@ -196,6 +196,32 @@ def test_feature_source_final_norm_and_cls_options():
         Vim('tiny', **SMALL, feature_source='both')
 
 
+def test_residual_features_in_training_are_the_official_stream():
+    """With drop path (training), the official segmentation code reads the stream after block i
+    from block i + 1's residual output, i.e. with block i + 1's drop path applied to hidden_i;
+    the last block's map is hidden + residual (last_layer_process='add')."""
+    model = Vim('tiny', embed_dim=32, depth=4, d_state=8, out_indices=(0, 1, 3),
+                drop_path_rate=0.9).train()
+    x = torch.randn(2, 3, 32, 48)
+    torch.manual_seed(1)
+    maps = model(x)
+    torch.manual_seed(1)
+    outs, *_ = model.forward_layers(x, dense=True)
+    c = 2 * 3 // 2
+    tokens = [m.flatten(2).transpose(1, 2) for m in maps]
+    drop = lambda t: torch.cat([t[:, :c], t[:, c + 1:]], 1)  # noqa: E731
+    torch.testing.assert_close(tokens[0], drop(outs[1][1]), rtol=0, atol=0)
+    torch.testing.assert_close(tokens[1], drop(outs[2][1]), rtol=0, atol=0)
+    torch.testing.assert_close(tokens[2], drop(outs[3][0] + outs[3][1]), rtol=0, atol=0)
+    assert not torch.equal(tokens[1], drop(outs[1][0] + outs[1][1]))  # block 2's drop path acted
+    # the last map read (block 1 of out_indices=(1,)) gets block 2's drop path without block 2
+    short = Vim('tiny', embed_dim=32, depth=4, d_state=8, out_indices=(1,), drop_path_rate=0.9)
+    short.load_state_dict(model.state_dict())
+    torch.manual_seed(1)
+    (one,) = short.train()(x)
+    torch.testing.assert_close(one.flatten(2).transpose(1, 2), tokens[1], rtol=0, atol=0)
+
+
 def test_out_indices_freeze_unused_blocks_and_drop_path_schedule():
     model = Vim('tiny', embed_dim=32, depth=4, d_state=8, out_indices=(1,), drop_path_rate=0.3)
     assert model.out_indices == (1,)
