@@ -1,8 +1,8 @@
 """mmvssm: vision-Mamba backbones for OpenMMLab.
 
-``import mmvssm`` needs only torch. When mmengine is installed, the backbones,
-adapters and glue are registered in mmengine's registries (visible from mmdet
-and mmseg configs through ``custom_imports=dict(imports=['mmvssm'])``).
+``import mmvssm`` needs only torch (the backbones also need timm). When mmengine is
+installed, the backbones, adapters and glue are registered in mmengine's registries
+(visible from mmdet and mmseg configs through ``custom_imports=dict(imports=['mmvssm'])``).
 """
 from .version import __version__
 

@@ -17,9 +17,10 @@
 # number. The layer decay is applied as its name says, so this recipe is NOT the one behind the
 # published number: the official constructor keys on ``backbone.blocks``, so in the runs behind
 # 41.0 / 44.9 every Mamba block (and the heads) trained at the full lr and only pos_embed,
-# patch_embed and cls_token at 0.92^25 (0.95^25 for S); here block i (0-based) trains at
+# patch_embed at 0.92^25 (0.95^25 for S; the official Vim-T model has no cls token and Vim-S's
+# deletes it); here block i (0-based) trains at
 # 0.92^(24-i) of it (0.14x for block 0). For the official effective rule, use mmengine's default constructor with
-# ``paramwise_cfg.custom_keys`` giving those three an ``lr_mult`` of 0.92**25 and no decay on the blocks. Vim-S's released
+# ``paramwise_cfg.custom_keys`` giving those two an ``lr_mult`` of 0.92**25 and no decay on the blocks. Vim-S's released
 # segmentation config also sets ``if_rope=True``; the released ImageNet checkpoints have no RoPE
 # and neither does mmvssm's Vim, so no config here uses it. Test: whole image at its real aspect ratio (Resize 2048x512 keep_ratio) instead of
 # 512x512 sliding windows: the backbone resizes its position embeddings online, so any size

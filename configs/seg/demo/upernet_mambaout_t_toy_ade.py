@@ -1,9 +1,10 @@
 # Demo: UperNet + MambaOut-T (narrowed) on the toy ADE20K data, trained from scratch on a CPU in a
-# few minutes. Same data, schedule and runtime as upernet_vim_t_toy_ade.py (see there); the model
+# few minutes. Same data, optimizer and lr schedule shape as upernet_vim_t_toy_ade.py (see there),
+# but 240 iterations, with validation and a checkpoint every 120; the model
 # is the real configs/seg/upernet_mambaout_t_ade20k.py (4-stage gated-CNN backbone with a LayerNorm
 # on each stage output, UPerHead + auxiliary FCNHead) with:
 # * model size: stages of widths 32/64/128/192 and depths 1/1/2/1 (MambaOut-T: 96/192/384/576,
-#   3/3/9/3), 64-channel heads (512);
+#   3/3/9/3), a 64-channel decode head (512) and a 32-channel auxiliary head (256);
 # * no ImageNet weights (``init_cfg=None``), lr 1e-3 (from scratch) with the demo schedule.
 _base_ = ['../upernet_mambaout_t_ade20k.py', './_toy_ade_data.py']
 custom_imports = dict(imports=['mmvssm', 'mmvssm.datasets.ade_toy'], allow_failed_imports=False)
@@ -23,7 +24,7 @@ model = dict(
     decode_head=dict(in_channels=dims, channels=64, num_classes=num_classes),
     auxiliary_head=dict(in_channels=dims[2], channels=32, num_classes=num_classes))
 
-# ---- schedule (as upernet_vim_t_toy_ade.py) --------------------------------------------------
+# ---- schedule (upernet_vim_t_toy_ade.py's, shorter) -------------------------------------------
 max_iters = 240
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [

@@ -7,7 +7,8 @@
 # * data (configs/seg/demo/_toy_ade_data.py, shared with the MambaOut demo): ToyADE20KDataset
 #   (5 toy classes) under data/toy/ade, images ~150-260 px, so a 160 crop and a short side of 192
 #   replace 512 / 2048x512; no PhotoMetricDistortion (hue is a cue here);
-# * model size: 8 Vim blocks of width 96 (Vim-T: 24 x 192), 64-channel heads (192);
+# * model size: 8 Vim blocks of width 96 (Vim-T: 24 x 192), a 64-channel decode head (192) and a
+#   32-channel auxiliary head (256);
 # * no ImageNet weights (``init_cfg=None``: the demo must run offline), so a from-scratch
 #   schedule: 320 iterations, batch 8, lr 1e-3 with 30 warm-up iterations, poly decay to 0;
 # * runtime: validation every 160 iterations (mid-way and at the end), a checkpoint every 80
