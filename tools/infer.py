@@ -94,10 +94,13 @@ def plan_outputs(images, out_dir, suffix=None):
         if key in taken:
             if osp.realpath(taken[key]) == osp.realpath(path):
                 continue  # the same image given twice
-            raise ValueError(
-                f'{taken[key]} and {path} would both be painted to {out}: pass their common '
-                'parent folder (outputs keep the path under a folder argument), or run them '
-                'with different --out-dir')
+            if osp.splitext(osp.realpath(taken[key]))[0] == osp.splitext(osp.realpath(path))[0]:
+                hint = (f'they differ only in their extension and every painting is written as '
+                        f'{suffix}: rename one, or run them with different --out-dir')
+            else:
+                hint = ('pass their common parent folder (outputs keep the path under a folder '
+                        'argument), or run them with different --out-dir')
+            raise ValueError(f'{taken[key]} and {path} would both be painted to {out}: {hint}')
         taken[key] = path
         plan.append((path, out))
     return plan

@@ -112,7 +112,7 @@ class ARM(PlainMiddleClsBackbone):
                        keep: Optional[Sequence[int]] = None, last: Optional[int] = None):
         """Run blocks ``0..last``; returns ``(outs, x, hw, cls_index)``, ``outs[i]`` = output
         tokens of block ``i`` for ``i`` in ``keep`` (all when None)."""
-        check_image(x, self.in_chans, self.patch_size, self.FAMILY)
+        check_image(x, self.in_chans, self.FAMILY)
         last = self.depth - 1 if last is None else last
         x, hw, cls_index = self.embed(x, dense=dense)
         use_cp = getattr(self, 'grad_checkpointing', False) and self.training and \

@@ -32,8 +32,9 @@ def resolve_arch(arch_zoo: Dict[str, dict], arch: Union[str, dict], overrides: d
     return cfg
 
 
-def check_image(x: torch.Tensor, in_chans: int, min_size: int, family: str) -> None:
-    """Validate a ``(B, C, H, W)`` image batch with a clear message."""
+def check_image(x: torch.Tensor, in_chans: int, family: str) -> None:
+    """Validate a ``(B, C, H, W)`` image batch with a clear message. Any ``H, W >= 1``: every
+    backbone pads what its stem or patch embedding needs (one patch at least)."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f'{family} expects a (B, C, H, W) image tensor, got {shape}')
@@ -42,9 +43,8 @@ def check_image(x: torch.Tensor, in_chans: int, min_size: int, family: str) -> N
     if x.shape[1] != in_chans:
         raise ValueError(f'{family} expects {in_chans} input channels, got {x.shape[1]} '
                          f'(input shape {tuple(x.shape)})')
-    if x.shape[2] < min_size or x.shape[3] < min_size:
-        raise ValueError(f'{family}: input {x.shape[2]}x{x.shape[3]} is smaller than one patch '
-                         f'({min_size}x{min_size})')
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f'{family}: empty image (input shape {tuple(x.shape)})')
 
 
 def index_tuple(indices, what: str, family: str) -> Tuple[int, ...]:

@@ -129,7 +129,7 @@ class MambaOut(StagedBackbone):
 
     # ----- forward ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        check_image(x, self.in_chans, 4, 'MambaOut')
+        check_image(x, self.in_chans, 'MambaOut')
         x = self.stem(x)  # NHWC
         outs = []
         for i, stage in enumerate(self.stages):

@@ -312,7 +312,7 @@ class Vim(PlainMiddleClsBackbone):
         """Run blocks ``0..last``; returns ``(outs, hidden, residual, hw, cls_index)`` with
         ``outs[i] = (hidden_i, residual_i)`` for ``i`` in ``keep`` (all when None), exactly the
         two outputs of the official ``Block`` ``i``."""
-        check_image(x, self.in_chans, self.patch_size, self.FAMILY)
+        check_image(x, self.in_chans, self.FAMILY)
         last = self.depth - 1 if last is None else last
         hidden, hw, cls_index = self.embed(x, dense=dense)
         residual = None

@@ -225,7 +225,7 @@ class VSSM(StagedBackbone):
 
     # ----- forward ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        check_image(x, self.in_chans, self.patch_size, 'VSSM')
+        check_image(x, self.in_chans, 'VSSM')
         x = self.patch_embed(x)
         outs = []
         for i, layer in enumerate(self.layers):

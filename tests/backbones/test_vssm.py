@@ -243,8 +243,11 @@ def test_bad_inputs():
         model(torch.randn(1, 4, 32, 32))
     with pytest.raises(ValueError, match=r'\(B, C, H, W\)'):
         model(torch.randn(3, 32))
-    with pytest.raises(ValueError, match='smaller than one patch'):
-        model(torch.randn(1, 3, 32, 2))
+    # thinner than one patch: padded (an extreme aspect ratio after mmseg's test Resize)
+    assert [o.shape[-2:] for o in model(torch.randn(1, 3, 32, 2))] == [
+        (8, 1), (4, 1), (2, 1), (1, 1)]
+    with pytest.raises(ValueError, match='empty image'):
+        model(torch.randn(1, 3, 32, 0))
     with pytest.raises(ValueError, match='empty batch'):
         model(torch.randn(0, 3, 32, 32))
     with pytest.raises(ValueError, match='d_conv .* must be odd'):

@@ -83,9 +83,10 @@ def test_infer_refuses_two_inputs_painted_to_one_output(toy_dir, ckpts, monkeypa
     _copy(src, toy_dir / 'clash2' / 'a' / 'img.jpg')
     _copy(src, toy_dir / 'clash2' / 'b' / 'img.jpg')
     infer = _tool('infer')
-    for inputs in (['clash'], ['clash2/a/img.jpg', 'clash2/b/img.jpg']):
+    for inputs, hint in ((['clash'], 'they differ only in their extension .* rename one'),
+                         (['clash2/a/img.jpg', 'clash2/b/img.jpg'], 'pass their common parent folder')):
         out = toy_dir / 'clash_out'
-        with pytest.raises(ValueError, match='would both be painted to'):
+        with pytest.raises(ValueError, match=f'would both be painted to .*: {hint}'):
             infer.main([SEG_DEMO, ckpts['seg'], *inputs, '--out-dir', str(out)])
         assert not out.exists()
 
