@@ -13,18 +13,23 @@ Two pieces, both registered when ``import mmvssm`` runs with mmengine installed:
   ``os.replace`` it onto the target, so a reader sees either the old file or the complete new
   one. Usable on its own: ``backend_args=dict(backend='atomic_local')``.
 * :class:`AtomicCheckpointHook` (mmengine's ``HOOKS``): ``CheckpointHook`` whose local
-  checkpoints go through ``'atomic_local'``, which writes the pointer atomically too, and which
-  deletes outdated checkpoints only *after* the new checkpoint and pointer are in place. Select
-  it in a config with ``default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))``
-  (the other fields of the inherited ``CheckpointHook`` settings are kept).
+  checkpoints (latest, best and published ones) go through ``'atomic_local'``, which writes the
+  pointer atomically too, and which deletes outdated checkpoints (``max_keep_ckpts``, the previous
+  best) only *after* the new checkpoint and pointer are in place. Select it in a config with
+  ``default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))`` (the other fields of the
+  inherited ``CheckpointHook`` settings are kept).
 
 A kill at any moment leaves at most a stray ``.<name>.tmp-<pid>`` file, which is never a
 checkpoint name (``find_latest_checkpoint`` reads the pointer, which names complete files only).
+A checkpoint the kill left beyond ``max_keep_ckpts`` is still listed in the latest checkpoint's
+``keep_ckpt_ids``, so ``--resume`` removes it (mmengine's ``before_train``).
 """
 import os
 import os.path as osp
 import tempfile
 from typing import Union
+
+import mmengine.runner
 
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, register_backend
@@ -47,7 +52,9 @@ def atomic_write(data: Union[bytes, str], path: str, encoding: str = 'utf-8') ->
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 -> the usual mode of a written file
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> what open(path, 'wb') would give
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -103,10 +110,13 @@ class AtomicCheckpointHook(CheckpointHook):
         to_remove = None
         if self.max_keep_ckpts > 0 and not (
                 len(self.keep_ckpt_ids) > 0 and self.keep_ckpt_ids[-1] == step):
-            if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
-                to_remove = self.keep_ckpt_ids.popleft()
-            self.keep_ckpt_ids.append(step)
-            runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
+            # saved with the checkpoint before the trim: a resume after a kill between the save
+            # and the removal below removes what is beyond max_keep_ckpts
+            pending = list(self.keep_ckpt_ids) + [step]
+            if len(pending) > self.max_keep_ckpts:
+                to_remove = pending[0]
+            self.keep_ckpt_ids.append(step)  # a deque of maxlen max_keep_ckpts
+            runner.message_hub.update_info('keep_ckpt_ids', pending)
 
         ckpt_filename = self.filename_tmpl.format(step)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)
@@ -122,6 +132,8 @@ class AtomicCheckpointHook(CheckpointHook):
             by_epoch=self.by_epoch,
             backend_args=self.backend_args,
             **self.args)
+        if self.max_keep_ckpts > 0:
+            runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
 
         if not is_main_process():
             return
@@ -133,6 +145,53 @@ class AtomicCheckpointHook(CheckpointHook):
                 self.file_backend.remove(old)
             elif self.file_backend.isdir(old):  # deepspeed checkpoints are folders
                 self.file_backend.rmtree(old)
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        """mmengine's, except that the previous best checkpoint is removed only after the new
+        best (and the latest checkpoint saved again with it) is written: mmengine removes it
+        first, so a failed save left no best checkpoint. A failed save also leaves the best
+        score and path as they were."""
+        backend, deferred = self.file_backend, []
+        info = runner.message_hub.runtime_info
+        before = ({k: v for k, v in info.items() if k.startswith(('best_score', 'best_ckpt'))},
+                  getattr(self, 'best_ckpt_path', None),
+                  dict(getattr(self, 'best_ckpt_path_dict', {})))
+        backend.remove = lambda path: deferred.append((type(backend).remove, path))
+        backend.rmtree = lambda path: deferred.append((type(backend).rmtree, path))
+        try:
+            super()._save_best_checkpoint(runner, metrics)
+        except BaseException:
+            for k in [k for k in info if k.startswith(('best_score', 'best_ckpt'))]:
+                del info[k]
+            info.update(before[0])
+            if hasattr(self, 'best_ckpt_path'):
+                self.best_ckpt_path = before[1]
+            if hasattr(self, 'best_ckpt_path_dict'):
+                self.best_ckpt_path_dict = before[2]
+            raise
+        finally:
+            del backend.remove, backend.rmtree  # the class's methods again
+        current = {getattr(self, 'best_ckpt_path', None),
+                   *getattr(self, 'best_ckpt_path_dict', {}).values()}
+        for method, path in deferred:
+            if path not in current:
+                method(backend, path)
+
+    def _publish_model(self, runner, ckpt_path: str) -> None:
+        """mmengine's, with the published file written atomically when it is local (mmengine's
+        ``_publish_model`` calls ``save_checkpoint`` without the hook's backend)."""
+        plain = mmengine.runner.save_checkpoint
+
+        def save(checkpoint, filename, *args, **kwargs):
+            if _is_local(filename) and not kwargs.get('backend_args'):
+                kwargs['backend_args'] = dict(backend=BACKEND_NAME)
+            return plain(checkpoint, filename, *args, **kwargs)
+
+        mmengine.runner.save_checkpoint = save
+        try:
+            super()._publish_model(runner, ckpt_path)
+        finally:
+            mmengine.runner.save_checkpoint = plain
 
 
 __all__ = ['AtomicCheckpointHook', 'AtomicLocalBackend', 'atomic_write', 'BACKEND_NAME']

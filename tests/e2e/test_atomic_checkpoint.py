@@ -25,14 +25,9 @@ import torch
 pytest.importorskip('mmengine')
 import mmvssm  # noqa: F401,E402  (allow-list for torch.load(weights_only=True))
 
-SCRIPT = textwrap.dedent('''
-    import os, sys, time
+MODEL = textwrap.dedent('''
     import torch, torch.nn as nn
-    import mmvssm  # registers AtomicCheckpointHook, the 'atomic_local' backend, safe globals
     from mmengine.model import BaseModel
-    from mmengine.runner import Runner
-
-    work_dir, hook, hang_at, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == '1'
 
     class Lin(BaseModel):
         def __init__(self):
@@ -48,6 +43,14 @@ SCRIPT = textwrap.dedent('''
         def __getitem__(self, i):
             x = torch.randn(4, generator=torch.Generator().manual_seed(i))
             return dict(x=x, y=x.sum(0, keepdim=True))
+''')
+
+SCRIPT = MODEL + textwrap.dedent('''
+    import os, sys, time
+    import mmvssm  # registers AtomicCheckpointHook, the 'atomic_local' backend, safe globals
+    from mmengine.runner import Runner
+
+    work_dir, hook, hang_at, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == '1'
 
     def hang(what):
         open(os.path.join(work_dir, 'HANGING'), 'w').close()
@@ -170,3 +173,97 @@ def test_backend_and_hook_registered(tmp_path):
     for scope in ('mmdet', 'mmseg'):
         mod = pytest.importorskip(f'{scope}.registry')
         assert mod.HOOKS.get('AtomicCheckpointHook') is AtomicCheckpointHook
+
+
+# ---- in-process runs of the same model -------------------------------------------------------
+def _runner(work_dir, max_iters, resume=False, **hook):
+    """A Runner of MODEL with AtomicCheckpointHook(interval=1, **hook)."""
+    from mmengine.runner import Runner
+    ns = {}
+    exec(MODEL, ns)
+    return Runner(
+        model=ns['Lin'](), work_dir=str(work_dir), experiment_name=f'{work_dir.name}_{time.time()}',
+        train_dataloader=dict(dataset=ns['Data'](), sampler=dict(type='DefaultSampler'),
+                              batch_size=8, collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(checkpoint=dict(type='AtomicCheckpointHook', interval=1,
+                                           by_epoch=False, **hook)),
+        randomness=dict(seed=0), resume=resume)
+
+
+def _hook(runner):
+    from mmvssm.mm.atomic_checkpoint import AtomicCheckpointHook
+    (hook,) = [h for h in runner.hooks if isinstance(h, AtomicCheckpointHook)]
+    return hook
+
+
+def test_failed_best_save_keeps_previous_best(tmp_path, monkeypatch):
+    """mmengine removes the previous best checkpoint before writing the new one; the hook only
+    after it, so a save that fails (here ENOSPC) keeps the previous best."""
+    from mmvssm.mm import atomic_checkpoint as ac
+    work = tmp_path / 'best'
+    runner = _runner(work, max_iters=2, save_best='score', rule='greater')
+    runner.train()
+    hook = _hook(runner)
+    hook._save_best_checkpoint(runner, {'score': 1.0})
+    first = work / 'best_score_iter_2.pth'
+    assert hook.best_ckpt_path == str(first) and first.is_file()
+
+    replace = os.replace
+
+    def full(src, dst):
+        if 'best_score' in str(dst):
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return replace(src, dst)
+
+    runner.train_loop._iter = 3  # a later evaluation
+    with monkeypatch.context() as m:
+        m.setattr(ac.os, 'replace', full)
+        with pytest.raises(OSError, match='No space left'):
+            hook._save_best_checkpoint(runner, {'score': 2.0})
+    assert torch.load(str(first), map_location='cpu')['meta']['iter'] == 2
+    assert hook.best_ckpt_path == str(first)  # and the hook still knows it as the best
+    assert runner.message_hub.get_info('best_score') == 1.0
+    runner.train_loop._iter = 4
+    hook._save_best_checkpoint(runner, {'score': 3.0})
+    assert sorted(p.name for p in work.glob('best_*')) == ['best_score_iter_4.pth']
+
+
+def test_resume_removes_a_checkpoint_a_kill_left_beyond_max_keep(tmp_path):
+    """The latest checkpoint lists the one it replaces in keep_ckpt_ids, so if a kill comes
+    between writing the pointer and removing that one, --resume removes it (mmengine trims
+    keep_ckpt_ids to max_keep_ckpts in before_train)."""
+    work = tmp_path / 'keep'
+    _runner(work, max_iters=3, max_keep_ckpts=1).train()
+    assert sorted(p.name for p in work.glob('iter_*.pth')) == ['iter_3.pth']
+    hub = torch.load(str(work / 'iter_3.pth'), map_location='cpu')['message_hub']
+    assert hub['runtime_info']['keep_ckpt_ids'] == [2, 3]
+    (work / 'iter_2.pth').write_bytes(b'left by a kill before its removal')
+    _runner(work, max_iters=4, resume=True, max_keep_ckpts=1).train()
+    assert sorted(p.name for p in work.glob('iter_*.pth')) == ['iter_4.pth']
+
+
+def test_published_checkpoint_is_written_atomically(tmp_path, monkeypatch):
+    """mmengine's _publish_model saves without the hook's backend: a plain in-place write."""
+    from mmengine.fileio.backends import LocalBackend
+
+    def in_place(self, obj, filepath):
+        raise AssertionError(f'in-place write of {filepath}')
+
+    monkeypatch.setattr(LocalBackend, 'put', in_place)
+    work = tmp_path / 'pub'
+    _runner(work, max_iters=2, published_keys=['meta', 'state_dict'], save_last=True).train()
+    (published,) = work.glob('iter_2-*.pth')
+    assert sorted(torch.load(str(published), map_location='cpu')) == ['meta', 'state_dict']
+
+
+@pytest.mark.parametrize('umask, mode', [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_write_mode_follows_umask(tmp_path, umask, mode):
+    from mmvssm.mm.atomic_checkpoint import atomic_write
+    old = os.umask(umask)
+    try:
+        atomic_write(b'x', str(tmp_path / 'c.pth'))
+    finally:
+        os.umask(old)
+    assert (tmp_path / 'c.pth').stat().st_mode & 0o777 == mode
