@@ -93,6 +93,18 @@ def scan_selection(cuda: bool) -> Dict[str, str]:
     return out
 
 
+def selection_problems(selection: Dict[str, str], env_warns: List[str]) -> List[str]:
+    """``WARN`` messages for devices whose tensors no backend can scan (e.g.
+    ``MMVSSM_SCAN_BACKEND=cuda`` on a machine without CUDA), unless ``env_warns`` already says
+    the variable names no backend."""
+    from mmvssm.ops import ENV_VAR
+    if any(w.startswith(f'{ENV_VAR}=') for w in env_warns):
+        return []
+    return [f'selective_scan cannot run on {device.upper()} tensors: {picked[len("none ("):-1]}. '
+            f'Fix: unset {ENV_VAR} (automatic choice), or set a backend listed as usable above'
+            for device, picked in selection.items() if picked.startswith('none (')]
+
+
 def known_problems(versions: Dict[str, Optional[str]], ops_ok: bool, ops_reason: str) -> List[str]:
     """One ``WARN`` message (problem + fix) per known-bad combination."""
     warns = []
@@ -110,10 +122,11 @@ def known_problems(versions: Dict[str, Optional[str]], ops_ok: bool, ops_reason:
             and _vtuple(versions['mmsegmentation']) < (1, 3):
         warns.append(f'mmcv {versions["mmcv"]} with mmsegmentation {versions["mmsegmentation"]}: mmseg 1.2 '
                      'asserts mmcv<2.2.0 at import. Fix: install mmcv 2.1.0 (bash tools/setup_env.sh)')
-    if versions.get('setuptools') and not _has_module('pkg_resources'):
-        warns.append(f'setuptools {versions["setuptools"]} has no pkg_resources (removed in 81): '
-                     "mmcv's setup.py and mmengine's 'mmdet::' config bases need it. "
-                     "Fix: pip install 'setuptools>=70,<81'")
+    if not _has_module('pkg_resources'):
+        which = (f'setuptools {versions["setuptools"]} has no pkg_resources (removed in 81)'
+                 if versions.get('setuptools') else 'setuptools is not installed (no pkg_resources)')
+        warns.append(f"{which}: mmcv's setup.py and mmengine's 'mmdet::' / 'mmseg::' config bases "
+                     "(every shipped config) need it. Fix: pip install 'setuptools>=70,<81'")
     np_v, torch_v = _vtuple(versions.get('numpy')), _vtuple(versions.get('torch'))
     if versions.get('numpy') and np_v >= (2,) and versions.get('torch') and torch_v < (2, 3):
         warns.append(f'numpy {versions["numpy"]} with torch {versions["torch"]}: torch < 2.3 was built '
@@ -154,7 +167,8 @@ def collect() -> dict:
             if mod is None:
                 info['scan_backends']['cuda'] = (False, reason)
         info['scan_selection'] = scan_selection(info['cuda'])
-        info['warnings'] += scan_env_problems(os.environ)
+        env_warns = scan_env_problems(os.environ)
+        info['warnings'] += env_warns + selection_problems(info['scan_selection'], env_warns)
     except Exception as e:
         info['scan_backends'] = {'(error)': (False, f'{type(e).__name__}: {e}')}
     info['notes'] = notes(versions)

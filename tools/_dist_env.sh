@@ -6,9 +6,16 @@
 # MASTER_ADDR (127.0.0.1), PORT (29500), PYTHON (the repository's .venv/bin/python when it
 # exists, else python; the Makefile and tools/demo.sh read PY, default .venv/bin/python; with
 # another MMVSSM_VENV set PYTHON / PY too).
+
+# The repository's tools/ folder, symlinks resolved (tools/ reached through a symlink: its
+# lexical ../.venv is another folder's).
+dist_tools() {
+    (cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+}
+
 dist_python() {
     local venv
-    venv="$(dirname "${BASH_SOURCE[0]}")/../.venv/bin/python"
+    venv="$(dist_tools)/../.venv/bin/python"
     if [ -n "${PYTHON:-}" ]; then
         echo "$PYTHON"
     elif [ -x "$venv" ]; then
@@ -26,7 +33,7 @@ dist_run() {
             echo "GPUS must be a positive number of processes per node, got '$gpus'" >&2
             return 2 ;;
     esac
-    tools=$(dirname "${BASH_SOURCE[0]}")
+    tools=$(dist_tools)
     python=$(dist_python)
     PYTHONPATH="$tools/..":$PYTHONPATH \
     "$python" -m torch.distributed.run \

@@ -55,11 +55,16 @@ def main(argv=None):
     setup_scope(cfg)
     apply_common_args(cfg, args)
 
-    if args.amp:
-        import torch
-        if not torch.cuda.is_available():
+    import torch
+    amp_in_cfg = (cfg.get('optim_wrapper') or {}).get('type') == 'AmpOptimWrapper'
+    if (args.amp or amp_in_cfg) and not torch.cuda.is_available():
+        if args.amp:
             raise RuntimeError('--amp needs a GPU (mmengine AmpOptimWrapper is CUDA/NPU/MLU only)')
-        if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+        raise RuntimeError('the config trains with AmpOptimWrapper, which needs a GPU (mmengine: '
+                           'CUDA/NPU/MLU only); on a CPU use --cfg-options '
+                           'optim_wrapper.type=OptimWrapper')
+    if args.amp:
+        if amp_in_cfg:
             print_log('AMP training is already enabled in the config.', logger='current',
                       level=logging.WARNING)
         else:

@@ -49,10 +49,11 @@ def config_dicts(obj):
 
 
 def _swap_sync_bn(obj):
-    """Replace every ``type='SyncBN'`` / ``'MMSyncBN'`` norm in a config tree by ``'BN'``."""
+    """Replace every SyncBN norm in a config tree (``type='SyncBN'`` / ``'MMSyncBN'``, or
+    ``'SyncBatchNorm'``, which mmcv and mmvssm's adapters accept too) by ``'BN'``."""
     n = 0
     for d in config_dicts(obj):
-        if d.get('type') in ('SyncBN', 'MMSyncBN'):
+        if d.get('type') in ('SyncBN', 'MMSyncBN', 'SyncBatchNorm'):
             d['type'] = 'BN'
             n += 1
     return n

@@ -161,7 +161,14 @@ def test_tools_stop_before_the_work_dir(tmp_path, monkeypatch):
                              str(weights)])
     with pytest.raises(pre.PreflightError, match='checkpoint: not a readable torch checkpoint'):
         _tool('test').main([SEG_CFG, str(truncated), '--work-dir', str(tmp_path / 'w2')])
-    assert not (tmp_path / 'w1').exists() and not (tmp_path / 'w2').exists()
+    if not torch.cuda.is_available():  # AMP: --amp, or a config that has it already
+        with pytest.raises(RuntimeError, match='--amp needs a GPU'):
+            _tool('train').main([SEG_CFG, '--work-dir', str(tmp_path / 'w3'), '--amp'])
+        with pytest.raises(RuntimeError, match='the config trains with AmpOptimWrapper, which '
+                                               'needs a GPU'):
+            _tool('train').main([SEG_CFG, '--work-dir', str(tmp_path / 'w4'), '--cfg-options',
+                                 'optim_wrapper.type=AmpOptimWrapper'])
+    assert not any((tmp_path / w).exists() for w in ('w1', 'w2', 'w3', 'w4'))
 
 
 # ---- 3. data errors: "corrupt file?" only for reading errors -----------------------------------
@@ -218,12 +225,25 @@ def test_dist_launcher_python(tmp_path):
         assert out.returncode == 0, out.stderr
         return out.stdout.strip()
 
+    tools = osp.realpath(repo / 'tools')
     assert launch() == ('VENV -m torch.distributed.run --nnodes=1 --node_rank=0 '
                         '--master_addr=127.0.0.1 --nproc_per_node=2 --master_port=29500 '
-                        'tools/train.py cfg.py --launcher pytorch --amp')
+                        f'{tools}/train.py cfg.py --launcher pytorch --amp')
     assert launch(PYTHON='mine').startswith('MINE -m torch.distributed.run')
     shutil.rmtree(repo / '.venv')
     assert launch().startswith('PATH -m torch.distributed.run')
+    # tools/ reached through a symlink: the interpreter path names the repository's .venv once
+    # normalised, as Python finds its venv (not the symlink's parent's .venv)
+    (repo / '.venv' / 'bin').mkdir(parents=True)
+    (repo / '.venv' / 'bin' / 'python').write_text('#!/bin/sh\necho "$0"\n')
+    (repo / '.venv' / 'bin' / 'python').chmod(0o755)
+    other = tmp_path / 'other'
+    other.mkdir()
+    (other / 'tools').symlink_to(repo / 'tools')
+    out = subprocess.run(['bash', 'tools/dist_train.sh', 'cfg.py', '1'], cwd=other, env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert osp.normpath(out.stdout.strip()) == osp.realpath(repo / '.venv' / 'bin' / 'python')
     for gpus in ('0', 'x1', ''):  # refused before torchrun (whose answer to 0 is an AssertionError)
         out = subprocess.run(['bash', 'tools/dist_train.sh', 'cfg.py', gpus], cwd=repo, env=env,
                              capture_output=True, text=True, timeout=30)

@@ -153,7 +153,8 @@ def test_adapt_to_device_swaps_sync_bn(tmp_path, monkeypatch):
     f = tmp_path / 'cfg.py'
     f.write_text("norm_cfg = dict(type='SyncBN', requires_grad=True)\n"
                  "model = dict(neck=[dict(type='A', norm_cfg=norm_cfg)],\n"
-                 "             head=dict(norm_cfg=dict(type='MMSyncBN')))\n"
+                 "             head=dict(norm_cfg=dict(type='MMSyncBN')),\n"
+                 "             aux=dict(norm_cfg=dict(type='SyncBatchNorm')))\n"
                  "env_cfg = dict(cudnn_benchmark=True, dist_cfg=dict(backend='nccl'))\n")
     cfg = Config.fromfile(str(f))
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
@@ -162,6 +163,7 @@ def test_adapt_to_device_swaps_sync_bn(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     run_setup.adapt_to_device(cfg)
     assert cfg.model.neck[0].norm_cfg.type == 'BN' and cfg.model.head.norm_cfg.type == 'BN'
+    assert cfg.model.aux.norm_cfg.type == 'BN'  # nn.SyncBatchNorm's name (mmcv, adapters)
     assert cfg.env_cfg.cudnn_benchmark is False
     assert cfg.env_cfg.dist_cfg.backend == 'nccl'  # single process: no process group
     with pytest.raises(RuntimeError, match='pytorch'):
