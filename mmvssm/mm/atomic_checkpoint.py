@@ -24,13 +24,13 @@ checkpoint name (``find_latest_checkpoint`` reads the pointer, which names compl
 A checkpoint the kill left beyond ``max_keep_ckpts`` is still listed in the latest checkpoint's
 ``keep_ckpt_ids``, so ``--resume`` removes it (mmengine's ``before_train``).
 """
+import copy
 import os
 import os.path as osp
 import tempfile
 from typing import Union
 
 import mmengine.runner
-
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
@@ -153,21 +153,19 @@ class AtomicCheckpointHook(CheckpointHook):
         score and path as they were."""
         backend, deferred = self.file_backend, []
         info = runner.message_hub.runtime_info
-        before = ({k: v for k, v in info.items() if k.startswith(('best_score', 'best_ckpt'))},
-                  getattr(self, 'best_ckpt_path', None),
-                  dict(getattr(self, 'best_ckpt_path_dict', {})))
+        is_best_key = lambda k: k.startswith(('best_score', 'best_ckpt'))  # noqa: E731
+        best_info = {k: v for k, v in info.items() if is_best_key(k)}
+        best_paths = {k: copy.copy(v) for k, v in vars(self).items()
+                      if k in ('best_ckpt_path', 'best_ckpt_path_dict')}
         backend.remove = lambda path: deferred.append((type(backend).remove, path))
         backend.rmtree = lambda path: deferred.append((type(backend).rmtree, path))
         try:
             super()._save_best_checkpoint(runner, metrics)
         except BaseException:
-            for k in [k for k in info if k.startswith(('best_score', 'best_ckpt'))]:
+            for k in [k for k in info if is_best_key(k)]:
                 del info[k]
-            info.update(before[0])
-            if hasattr(self, 'best_ckpt_path'):
-                self.best_ckpt_path = before[1]
-            if hasattr(self, 'best_ckpt_path_dict'):
-                self.best_ckpt_path_dict = before[2]
+            info.update(best_info)
+            vars(self).update(best_paths)
             raise
         finally:
             del backend.remove, backend.rmtree  # the class's methods again
