@@ -1,7 +1,8 @@
 # mmvssm: the two commands of the README.
 #   make demo   set up the environment, then train / evaluate / visualize the demo models on CPU
 #   make test   set up the environment, then run the test suite
-PY ?= .venv/bin/python
+# the virtualenv tools/setup_env.sh sets up (MMVSSM_VENV, default .venv)
+PY ?= $(or $(MMVSSM_VENV),.venv)/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test

@@ -4,8 +4,8 @@
 # runs tools/SCRIPT ARGS... in GPUS processes per node with torch.distributed.run, with the
 # repository root on PYTHONPATH. Environment (defaults): NNODES (1), NODE_RANK (0),
 # MASTER_ADDR (127.0.0.1), PORT (29500), PYTHON (the repository's .venv/bin/python when it
-# exists, else python; the Makefile and tools/demo.sh read PY, default .venv/bin/python; with
-# another MMVSSM_VENV set PYTHON / PY too).
+# exists, else python; the Makefile and tools/demo.sh read PY, default
+# $MMVSSM_VENV/bin/python, else .venv/bin/python; with another MMVSSM_VENV set PYTHON too).
 
 # The repository's tools/ folder, symlinks resolved (tools/ reached through a symlink: its
 # lexical ../.venv is another folder's).

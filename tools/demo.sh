@@ -5,7 +5,7 @@
 #      tools/test.py (mIoU), paint predictions on validation images with tools/infer.py;
 #   3. detection: train Mask R-CNN + Vim-T (demo size), evaluate it (COCO bbox / segm mAP);
 #   4. print a summary of the metrics and where the outputs are.
-# Environment: PY (default .venv/bin/python), WORK_DIR (default work_dirs/demo),
+# Environment: PY (default $MMVSSM_VENV/bin/python, else .venv/bin/python), WORK_DIR (default work_dirs/demo),
 # DEMO_SKIP_DET=1 to run the segmentation part only, DEMO_FAST=1 for a smoke run (few iterations).
 # Each run's work dir is replaced, so the demo can be repeated. The data is always data/toy: the
 # demo configs name it.
@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PY:-.venv/bin/python}
+PY=${PY:-${MMVSSM_VENV:-.venv}/bin/python}
 WORK_DIR=${WORK_DIR:-work_dirs/demo}
 DATA=data/toy  # what the demo configs read
 SEG_CFG=configs/seg/demo/upernet_vim_t_toy_ade.py

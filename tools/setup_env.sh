@@ -12,7 +12,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MMVSSM_VENV:-$REPO/.venv}"
-CACHE="${MMVSSM_CACHE:-$HOME/.cache/mmvssm}"
+CACHE="${MMVSSM_CACHE:-${HOME:?is not set: set MMVSSM_CACHE (the wheel cache folder) or HOME}/.cache/mmvssm}"
 TORCH_VERSION="${MMVSSM_TORCH:-2.14.1}"
 TORCHVISION_VERSION="${MMVSSM_TORCHVISION:-0.29.1}"
 MMCV_VERSION=2.1.0
@@ -31,6 +31,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
+if ! "$PY" -m pip --version >/dev/null 2>&1; then  # a venv creation that was interrupted
+  log "$VENV has no pip: installing it (ensurepip)"
+  "$PY" -m ensurepip --upgrade >/dev/null || {
+    echo "[setup_env] $VENV is broken (no pip, ensurepip failed): delete it and re-run" >&2; exit 1; }
+fi
 PIP=("$PY" -m pip --disable-pip-version-check -q)
 
 have() { "$PY" - "$@" <<'PYEOF'
@@ -68,7 +73,6 @@ fi
 TORCH_V="$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))')"
 PY_V="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
 WHEEL_DIR="$CACHE/wheels/mmcv-$MMCV_VERSION/torch-$TORCH_V/$PY_V"
-mkdir -p "$WHEEL_DIR"
 
 mmcv_ops_ok() { "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'" >/dev/null 2>&1; }
 
@@ -90,6 +94,19 @@ build_mmcv_wheel() {
   rm -rf "$src"
 }
 
+seed_wheel_cache() {  # opt-in MMVSSM_WHEEL_SEED; copied under a temporary name, then renamed
+  [ -n "${MMVSSM_WHEEL_SEED:-}" ] || return 0
+  local wheel
+  for wheel in "$MMVSSM_WHEEL_SEED"/mmcv-$MMCV_VERSION-$PY_V-*.whl; do
+    if [ -f "$wheel" ]; then
+      log "seeding the wheel cache from $MMVSSM_WHEEL_SEED (opt-in MMVSSM_WHEEL_SEED)"
+      cp "$wheel" "$WHEEL_DIR/.seed.tmp" && mv "$WHEEL_DIR/.seed.tmp" "$WHEEL_DIR/$(basename "$wheel")"
+      return 0
+    fi
+  done
+  log "MMVSSM_WHEEL_SEED=$MMVSSM_WHEEL_SEED has no mmcv-$MMCV_VERSION-$PY_V wheel: building"
+}
+
 install_cached_mmcv() {
   STEP="mmcv $MMCV_VERSION install from cached wheel"
   "${PIP[@]}" install --no-deps --force-reinstall "$WHEEL_DIR"/mmcv-*.whl
@@ -98,22 +115,21 @@ install_cached_mmcv() {
 }
 
 step "mmcv $MMCV_VERSION with ops (wheel cache: $WHEEL_DIR)"
+install_from_cache() { ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1 && install_cached_mmcv; }
 if ! mmcv_ops_ok; then
-  if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1 && [ -n "${MMVSSM_WHEEL_SEED:-}" ]; then
-    if ls "$MMVSSM_WHEEL_SEED"/mmcv-$MMCV_VERSION-$PY_V-*.whl >/dev/null 2>&1; then
-      log "seeding the wheel cache from $MMVSSM_WHEEL_SEED (opt-in MMVSSM_WHEEL_SEED)"
-      cp "$MMVSSM_WHEEL_SEED"/mmcv-$MMCV_VERSION-$PY_V-*.whl "$WHEEL_DIR/"
-    else
-      log "MMVSSM_WHEEL_SEED=$MMVSSM_WHEEL_SEED has no mmcv-$MMCV_VERSION-$PY_V wheel: building"
+  mkdir -p "$WHEEL_DIR"
+  if ! install_from_cache; then
+    if ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
+      log "cached mmcv wheel does not install or import with torch $TORCH_V (a truncated file," \
+          "or built for another torch): dropping it"
+      rm -f "$WHEEL_DIR"/mmcv-*.whl
     fi
-  fi
-  if ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1 && ! install_cached_mmcv; then
-    log "cached mmcv wheel does not import with torch $TORCH_V (ABI mismatch?): dropping it, rebuilding"
-    rm -f "$WHEEL_DIR"/mmcv-*.whl
-  fi
-  if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
-    build_mmcv_wheel
-    install_cached_mmcv || { echo "[setup_env] freshly built mmcv does not import: $("$PY" -c 'import mmcv.ops' 2>&1 | tail -1)" >&2; exit 1; }
+    seed_wheel_cache
+    if ! install_from_cache; then
+      rm -f "$WHEEL_DIR"/mmcv-*.whl  # a seeded wheel that does not install
+      build_mmcv_wheel
+      install_cached_mmcv || { echo "[setup_env] freshly built mmcv does not import: $("$PY" -c 'import mmcv.ops' 2>&1 | tail -1)" >&2; exit 1; }
+    fi
   fi
 fi
 
@@ -124,13 +140,14 @@ fi
 
 step "mmvssm (editable, builds the C++ scan kernel)"
 STAMP="$VENV/.mmvssm-build-stamp"
-SRC_HASH="$(find "$REPO/setup.py" "$REPO/pyproject.toml" "$REPO/mmvssm/ops/csrc" -type f -print0 2>/dev/null | sort -z | xargs -0 cat | sha256sum | cut -c1-16)"
-if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$SRC_HASH" ] || ! "$PY" -c "import mmvssm" 2>/dev/null; then
+SRC_HASH="$( (echo "torch $TORCH_V"; find "$REPO/setup.py" "$REPO/pyproject.toml" "$REPO/mmvssm/ops/csrc" -type f -print0 2>/dev/null | sort -z | xargs -0 cat) | sha256sum | cut -c1-16)"
+# rebuilt when the sources or torch changed, or the kernel is gone (git clean removes mmvssm/_C*.so)
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$SRC_HASH" ] || ! "$PY" -c "import mmvssm._C" 2>/dev/null; then
   (cd "$REPO" && MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" install --no-build-isolation --no-deps -e .)
   echo "$SRC_HASH" > "$STAMP"
 fi
 
 step "check"
-"$PY" -c "import mmcv.ops, mmdet, mmseg, mmvssm; print('mmcv', mmcv.__version__, 'mmdet', mmdet.__version__, 'mmseg', mmseg.__version__)"
+"$PY" -c "import mmcv.ops, mmdet, mmseg, mmvssm, mmvssm._C; print('mmcv', mmcv.__version__, 'mmdet', mmdet.__version__, 'mmseg', mmseg.__version__)"
 STEP="done"
 log "environment ready: $VENV"
