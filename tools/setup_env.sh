@@ -107,6 +107,8 @@ seed_wheel_cache() {  # opt-in MMVSSM_WHEEL_SEED; copied under a temporary name,
   log "MMVSSM_WHEEL_SEED=$MMVSSM_WHEEL_SEED has no mmcv-$MMCV_VERSION-$PY_V wheel: building"
 }
 
+have_cached_wheel() { ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; }
+
 install_cached_mmcv() {
   STEP="mmcv $MMCV_VERSION install from cached wheel"
   "${PIP[@]}" install --no-deps --force-reinstall "$WHEEL_DIR"/mmcv-*.whl
@@ -114,12 +116,13 @@ install_cached_mmcv() {
   mmcv_ops_ok
 }
 
+install_from_cache() { have_cached_wheel && install_cached_mmcv; }
+
 step "mmcv $MMCV_VERSION with ops (wheel cache: $WHEEL_DIR)"
-install_from_cache() { ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1 && install_cached_mmcv; }
 if ! mmcv_ops_ok; then
   mkdir -p "$WHEEL_DIR"
   if ! install_from_cache; then
-    if ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
+    if have_cached_wheel; then
       log "cached mmcv wheel does not install or import with torch $TORCH_V (a truncated file," \
           "or built for another torch): dropping it"
       rm -f "$WHEEL_DIR"/mmcv-*.whl

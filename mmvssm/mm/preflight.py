@@ -116,7 +116,7 @@ def check_coco_json(path: str, classes: Optional[Iterable[str]] = None,
                         f'{sorted(data)[:8]}): {_abs(path)}')
     for key, fields in COCO_REQUIRED.items():
         items = data.get(key)
-        if key in missing or key not in data:
+        if key not in data:
             continue
         if not isinstance(items, list):
             problems.append(f'"{key}" must be a list, got {type(items).__name__}: {_abs(path)}')
@@ -208,6 +208,7 @@ def _format_only(ev) -> bool:
 
 def _check_evaluator(key: str, ev) -> List[str]:
     problems = []
+    annotations = not _format_only(ev)
     for i, e in enumerate(_evaluators(ev)):
         ann = e.get('ann_file')
         if not ann or is_remote(ann):
@@ -217,7 +218,7 @@ def _check_evaluator(key: str, ev) -> List[str]:
             problems.append(f'{k}.ann_file: annotation file not found: {_abs(ann)}')
         elif ann.endswith('.json'):
             problems += [f'{k}.ann_file: {p}'
-                         for p in check_coco_json(ann, annotations=not _format_only(ev))]
+                         for p in check_coco_json(ann, annotations=annotations)]
     return problems
 
 

@@ -26,8 +26,10 @@ pytest.importorskip('mmengine')
 import mmvssm  # noqa: F401,E402  (allow-list for torch.load(weights_only=True))
 
 MODEL = textwrap.dedent('''
+    import os, time
     import torch, torch.nn as nn
     from mmengine.model import BaseModel
+    from mmengine.runner import Runner
 
     class Lin(BaseModel):
         def __init__(self):
@@ -43,12 +45,23 @@ MODEL = textwrap.dedent('''
         def __getitem__(self, i):
             x = torch.randn(4, generator=torch.Generator().manual_seed(i))
             return dict(x=x, y=x.sum(0, keepdim=True))
+
+    def make_runner(work_dir, max_iters, resume=False, **hook):
+        """A Runner of Lin with a checkpoint hook (interval 1, by iteration, **hook)."""
+        return Runner(
+            model=Lin(), work_dir=str(work_dir),
+            experiment_name=f'{os.path.basename(work_dir)}_{time.time()}',
+            train_dataloader=dict(dataset=Data(), sampler=dict(type='DefaultSampler', shuffle=True),
+                                  batch_size=8, collate_fn=dict(type='default_collate')),
+            optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+            train_cfg=dict(by_epoch=False, max_iters=max_iters),
+            default_hooks=dict(checkpoint=dict(interval=1, by_epoch=False, **hook)),
+            randomness=dict(seed=0), resume=resume)
 ''')
 
 SCRIPT = MODEL + textwrap.dedent('''
-    import os, sys, time
+    import sys
     import mmvssm  # registers AtomicCheckpointHook, the 'atomic_local' backend, safe globals
-    from mmengine.runner import Runner
 
     work_dir, hook, hang_at, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == '1'
 
@@ -77,15 +90,7 @@ SCRIPT = MODEL + textwrap.dedent('''
                 return put(self, obj, filepath)
             LocalBackend.put = slow_put
 
-    runner = Runner(
-        model=Lin(), work_dir=work_dir,
-        train_dataloader=dict(dataset=Data(), sampler=dict(type='DefaultSampler', shuffle=True),
-                              batch_size=8, collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
-        train_cfg=dict(by_epoch=False, max_iters=6),
-        default_hooks=dict(checkpoint=dict(type=hook, interval=1, by_epoch=False,
-                                           max_keep_ckpts=1)),
-        randomness=dict(seed=0), resume=resume)
+    runner = make_runner(work_dir, 6, resume, type=hook, max_keep_ckpts=1)
     runner.train()
     print('finished at iter', runner.iter, flush=True)
 ''')
@@ -177,19 +182,10 @@ def test_backend_and_hook_registered(tmp_path):
 
 # ---- in-process runs of the same model -------------------------------------------------------
 def _runner(work_dir, max_iters, resume=False, **hook):
-    """A Runner of MODEL with AtomicCheckpointHook(interval=1, **hook)."""
-    from mmengine.runner import Runner
+    """MODEL's runner, in this process, with AtomicCheckpointHook(**hook)."""
     ns = {}
     exec(MODEL, ns)
-    return Runner(
-        model=ns['Lin'](), work_dir=str(work_dir), experiment_name=f'{work_dir.name}_{time.time()}',
-        train_dataloader=dict(dataset=ns['Data'](), sampler=dict(type='DefaultSampler'),
-                              batch_size=8, collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
-        train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(checkpoint=dict(type='AtomicCheckpointHook', interval=1,
-                                           by_epoch=False, **hook)),
-        randomness=dict(seed=0), resume=resume)
+    return ns['make_runner'](work_dir, max_iters, resume, type='AtomicCheckpointHook', **hook)
 
 
 def _hook(runner):
